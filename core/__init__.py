@@ -1,0 +1,6 @@
+"""Shared training core of domainvlm: knows nothing of any particular domain."""
+
+import os
+
+# albumentations calls PyPI for an update check at import unless told not to (DESIGN.md §2).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

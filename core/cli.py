@@ -1,0 +1,88 @@
+"""The ``domainvlm`` console script.
+
+``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands (configs with ``class_path`` /
+``init_args``); every other command is a small argparse command in ``core/commands/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a system from a config (resume with --ckpt_path last or a checkpoint path)",
+    "validate": "run the validation loop of a config on a checkpoint",
+    "test": "run the test loop of a config on a checkpoint",
+    "predict": "run prediction of a config on a checkpoint",
+}
+
+# command name -> module in core.commands with HELP, add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "domains": "core.commands.domains",
+    "sample-data": "core.commands.sample_data",
+}
+
+DESCRIPTION = """\
+domainvlm: domain-specialist vision-language models on one PyTorch Lightning core.
+
+Train:     domainvlm fit --config configs/<domain>/<name>.yaml [--data.root DIR] [--trainer.*]
+Resume:    domainvlm fit --config ... --ckpt_path last
+Inspect:   domainvlm fit --config ... --print_config
+Data:      domainvlm sample-data <domain> --out DIR
+Domains:   domainvlm domains
+
+Run `domainvlm <command> --help` for the options of each command.
+Set DOMAINVLM_DEBUG=1 to see full tracebacks instead of one-paragraph errors."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="domainvlm", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in LIGHTNING_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            from core.lightning_cli import run_lightning
+
+            run_lightning(argv)
+            return 0
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "run", None):
+            parser.print_help()
+            return 0 if not argv else 2
+        return int(args.run(args) or 0)
+    except Exception as exc:
+        if os.environ.get("DOMAINVLM_DEBUG"):
+            raise
+        from core.errors import DomainVLMError
+
+        kind = (
+            "error" if isinstance(exc, DomainVLMError | OSError | ValueError) else "internal error"
+        )
+        print(f"domainvlm: {kind}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The one interface zero-shot classification, retrieval and knowledge bases use to embed things.
+
+Every trained system (and any plain open_clip model) is wrapped as an ``Encoder`` so that the
+zero-shot API, the evaluation commands, the HTTP service and ``kb build`` never depend on a domain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Encoder:
+    """Embeds images and texts into one L2-normalised joint space.
+
+    ``image_fn`` takes a preprocessed batch ``[B, C, H, W]``; ``text_fn`` takes raw strings (it owns
+    tokenisation). ``load_image`` turns a file path into one preprocessed ``[C, H, W]`` tensor.
+    ``score_fn`` optionally replaces cosine scoring (for example an ITM head); it receives images
+    and a list of texts and returns logits ``[B, len(texts)]``.
+    """
+
+    name: str
+    image_fn: Callable[[Tensor], Tensor]
+    text_fn: Callable[[Sequence[str]], Tensor]
+    load_image: Callable[[str | Path], Tensor]
+    modules: Sequence[torch.nn.Module]
+    preprocessing: dict = field(default_factory=dict)
+    score_fn: Callable[[Tensor, Sequence[str]], Tensor] | None = None
+
+    @torch.no_grad()
+    def encode_images(self, images: Tensor) -> Tensor:
+        return torch.nn.functional.normalize(self.image_fn(images).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Tensor:
+        return torch.nn.functional.normalize(self.text_fn(list(texts)).float(), dim=-1)
+
+    def identity(self) -> dict:
+        """Name plus a hash of the weights and preprocessing: what a knowledge base records."""
+        digest = hashlib.sha256()
+        for module in self.modules:
+            for key, tensor in sorted(module.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(json.dumps(self.preprocessing, sort_keys=True, default=str).encode())
+        return {"name": self.name, "sha256": digest.hexdigest()}
