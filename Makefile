@@ -4,7 +4,8 @@
 PYTHON ?= python3
 EXTRAS ?= cpu,dev
 CACHE_DIR ?= $(HOME)/.cache/domainvlm
-DEPS_HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Only the dependency lists key the environment: editing entry points or tool settings reuses it.
+DEPS_HASH := $(shell sed -n '/^dependencies/,/^\[project.scripts\]/p' pyproject.toml | sha1sum | cut -c1-12)
 VENV ?= $(CACHE_DIR)/venv-$(DEPS_HASH)
 PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
@@ -12,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: env test test-all lint format demo bench clean-env
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed:
 	@mkdir -p $(CACHE_DIR)
 	@find $(CACHE_DIR) -maxdepth 1 -name 'venv-*' ! -path '$(VENV)' -exec rm -rf {} +
 	$(PYTHON) -m venv $(VENV)

@@ -73,6 +73,14 @@ class BaseSystem(L.LightningModule):
             self.preprocessing = datamodule.preprocessing()
             self.hparams["preprocessing"] = self.preprocessing
 
+    def on_train_epoch_start(self) -> None:
+        # Datasets that draw (a caption, a clip window) per epoch need the epoch: Lightning only
+        # tells samplers, and persistent workers never see this process's attributes.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "datasets", {}).get("train")
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
     def _step(self, batch: Any, stage: str) -> Tensor:
         losses = self.compute_losses(batch, stage)
         batch_size = _batch_size(batch)

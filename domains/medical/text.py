@@ -1,0 +1,309 @@
+"""Readers for the public medical image-text formats: ROCO, MedICaT, radiology reports, VQA-RAD and
+SLAKE. Each returns plain Python records so that datasets, vocabularies and knowledge bases share
+one parsing of the files, and every malformed row is reported with its file and line or row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from core.errors import DataRootError, DomainVLMError
+from core.io import resolve_within
+
+AnswerType = Literal["open", "closed"]
+
+VQA_SPLIT_FILES: dict[str, dict[str, str]] = {
+    "vqa_rad": {"train": "trainset.json", "val": "valset.json", "test": "testset.json"},
+    "slake": {"train": "train.json", "val": "validate.json", "test": "test.json"},
+}
+"""Annotation file per split; a missing ``val`` file is allowed (VQA-RAD ships train and test)."""
+
+VQA_IMAGE_DIRS = {"vqa_rad": "images", "slake": "imgs"}
+
+REPORT_SECTIONS = (
+    "findings",
+    "impression",
+    "indication",
+    "history",
+    "clinical history",
+    "comparison",
+    "technique",
+    "examination",
+    "exam",
+    "reason for exam",
+    "reason for examination",
+    "clinical information",
+    "clinical indication",
+    "procedure",
+    "recommendation",
+    "recommendations",
+    "conclusion",
+    "conclusions",
+    "wet read",
+    "notification",
+    "addendum",
+)
+"""Headings that start a section, in any case. Others (``LUNGS:`` inside findings) stay text."""
+
+_SECTION_ALIASES = {
+    "finding": "findings",
+    "impressions": "impression",
+    "conclusion": "impression",
+    "conclusions": "impression",
+}
+_HEADING = re.compile(r"^[ \t]*([A-Za-z][A-Za-z /&]{0,40}?)[ \t]*:", re.MULTILINE)
+_ID_LIKE = re.compile(r"^[A-Za-z]+_\d+\s")
+_TRAILING_PUNCTUATION = ".,;:!?"
+
+
+class AnnotationError(DomainVLMError, ValueError):
+    """A malformed annotation file; the message names the file and the line or row."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class VQAItem:
+    """One question about one image, in the shape shared by VQA-RAD and SLAKE."""
+
+    image: str
+    question: str
+    answer: str
+    answer_type: AnswerType
+    qid: str = ""
+    question_type: str = ""
+
+
+@dataclass(frozen=True)
+class MedicatFigure:
+    """One MedICaT figure: ``image`` is the file name under ``release/figures/``."""
+
+    image: str
+    caption: str
+    references: tuple[str, ...]
+    radiology: bool
+
+
+def read_roco_captions(path: str | Path) -> dict[str, str]:
+    """ROCO ``captions.txt``: ``ID<TAB>caption`` per line.
+
+    A line without a tab continues the previous caption (some captions contain line breaks),
+    unless it starts like an ID, which means its tab is missing.
+    """
+    path = Path(path)
+    captions: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    last_id: str | None = None
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            if last_id is None or _ID_LIKE.match(line):
+                raise AnnotationError(path, f"line {number}: expected 'ID<TAB>caption'")
+            captions[last_id] = f"{captions[last_id]} {_squash(line)}".strip()
+            continue
+        image_id, caption = (part.strip() for part in line.split("\t", 1))
+        if not image_id or " " in image_id:
+            raise AnnotationError(path, f"line {number}: invalid image ID {image_id!r}")
+        if image_id in captions:
+            raise AnnotationError(
+                path,
+                f"line {number}: duplicate ID {image_id!r} (first on line {first_line[image_id]})",
+            )
+        captions[image_id], first_line[image_id], last_id = _squash(caption), number, image_id
+    for image_id, caption in captions.items():
+        if not caption:
+            raise AnnotationError(
+                path, f"line {first_line[image_id]}: empty caption for {image_id!r}"
+            )
+    return captions
+
+
+def read_medicat_jsonl(path: str | Path, radiology_only: bool = False) -> list[MedicatFigure]:
+    """MedICaT ``s2_full_figures_oa_nonroco_combined_medical_top4_public.jsonl``."""
+    path = Path(path)
+    figures = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AnnotationError(path, f"line {number}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise AnnotationError(path, f"line {number}: expected a JSON object")
+        missing = [key for key in ("pdf_hash", "fig_uri", "s2_caption") if not row.get(key)]
+        if missing:
+            raise AnnotationError(path, f"line {number}: missing {', '.join(missing)}")
+        radiology = bool(row.get("radiology", False))
+        if radiology_only and not radiology:
+            continue
+        references = tuple(_squash(text) for text in row.get("s2orc_references") or [] if text)
+        figures.append(
+            MedicatFigure(
+                image=f"{row['pdf_hash']}_{row['fig_uri']}",
+                caption=_squash(row["s2_caption"]),
+                references=references,
+                radiology=radiology,
+            )
+        )
+    return figures
+
+
+def split_report_sections(text: str) -> dict[str, str]:
+    """Split a radiology report into its headed sections (``FINDINGS:``, ``IMPRESSION:``, ...).
+
+    Keys are lower-case headings; ``findings`` and ``impression`` are always present. A report
+    with no heading at all is treated as findings: free-text reports describe what is seen.
+    """
+    headings = [
+        match
+        for match in _HEADING.finditer(text)
+        if _squash(match.group(1).lower()) in REPORT_SECTIONS
+    ]
+    sections: dict[str, str] = {"findings": "", "impression": ""}
+    if not headings:
+        sections["findings"] = _squash(text)
+        return sections
+    for index, match in enumerate(headings):
+        end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
+        name = _squash(match.group(1).lower())
+        key = _SECTION_ALIASES.get(name, name)
+        body = _squash(text[match.end() : end])
+        sections[key] = f"{sections.get(key, '')} {body}".strip()
+    return sections
+
+
+def read_report(path: str | Path) -> dict[str, str]:
+    return split_report_sections(_read_text(Path(path)))
+
+
+def read_vqa_rad(path: str | Path) -> list[VQAItem]:
+    """VQA-RAD ``trainset.json`` / ``testset.json`` (the MEVF/M3AE release)."""
+    path = Path(path)
+    items = []
+    for row_number, row in enumerate(_read_json_list(path)):
+        _require(path, row_number, row, ("image_name", "question", "answer", "answer_type"))
+        items.append(
+            VQAItem(
+                image=str(row["image_name"]),
+                question=_squash(str(row["question"])),
+                answer=str(row["answer"]).strip(),
+                answer_type=_answer_type(path, row_number, row["answer_type"]),
+                qid=str(row.get("qid", "")),
+                question_type=str(row.get("question_type", "")),
+            )
+        )
+    return items
+
+
+def read_slake(path: str | Path) -> list[VQAItem]:
+    """SLAKE ``train.json`` / ``validate.json`` / ``test.json``, English rows only."""
+    path = Path(path)
+    items = []
+    for row_number, row in enumerate(_read_json_list(path)):
+        _require(path, row_number, row, ("img_name", "question", "answer", "answer_type", "q_lang"))
+        if row["q_lang"] != "en":
+            continue
+        items.append(
+            VQAItem(
+                image=str(row["img_name"]),
+                question=_squash(str(row["question"])),
+                answer=str(row["answer"]).strip(),
+                answer_type=_answer_type(path, row_number, row["answer_type"]),
+                qid=str(row.get("qid", "")),
+                question_type=str(row.get("content_type", "")),
+            )
+        )
+    return items
+
+
+def read_vqa_splits(
+    root: str | Path, dataset: Literal["vqa_rad", "slake"]
+) -> dict[str, list[VQAItem]]:
+    """All splits of a VQA-RAD or SLAKE folder, with ``image`` resolved under its image folder."""
+    root = Path(root)
+    if dataset not in VQA_SPLIT_FILES:
+        raise ValueError(f"dataset must be one of {sorted(VQA_SPLIT_FILES)}, got {dataset!r}")
+    reader = read_vqa_rad if dataset == "vqa_rad" else read_slake
+    image_root = root / VQA_IMAGE_DIRS[dataset]
+    splits: dict[str, list[VQAItem]] = {}
+    for split, name in VQA_SPLIT_FILES[dataset].items():
+        path = root / name
+        if not path.is_file():
+            if split == "val":
+                continue
+            raise DataRootError(f"{path}: {dataset} {split} annotations not found")
+        splits[split] = [
+            replace(item, image=str(_image_path(path, image_root, item.image)))
+            for item in reader(path)
+        ]
+    return splits
+
+
+def normalize_answer(answer: Any) -> str:
+    """Lower-case, single-spaced, without trailing punctuation: 'Yes.' and 'yes' are one class."""
+    return _squash(str(answer).lower()).rstrip(_TRAILING_PUNCTUATION).strip()
+
+
+def answer_vocabulary(items: Iterable[VQAItem], min_count: int = 1) -> list[str]:
+    """Normalised answers seen at least ``min_count`` times, most frequent first, ties by name."""
+    counts = Counter(normalize_answer(item.answer) for item in items)
+    kept = [answer for answer, count in counts.items() if count >= min_count and answer]
+    return sorted(kept, key=lambda answer: (-counts[answer], answer))
+
+
+def _image_path(annotations: Path, image_root: Path, name: str) -> Path:
+    try:
+        return resolve_within(image_root, name)
+    except ValueError as exc:
+        raise AnnotationError(annotations, str(exc)) from exc
+
+
+def _answer_type(path: Path, row_number: int, value: Any) -> AnswerType:
+    answer_type = str(value).strip().lower()
+    if answer_type not in ("open", "closed"):
+        raise AnnotationError(
+            path, f"row {row_number}: answer_type must be OPEN or CLOSED, got {value!r}"
+        )
+    return answer_type  # type: ignore[return-value]
+
+
+def _require(path: Path, row_number: int, row: Any, keys: tuple[str, ...]) -> None:
+    if not isinstance(row, dict):
+        raise AnnotationError(path, f"row {row_number}: expected a JSON object")
+    missing = [key for key in keys if row.get(key) is None]
+    if missing:
+        raise AnnotationError(path, f"row {row_number}: missing {', '.join(missing)}")
+
+
+def _read_json_list(path: Path) -> list[Any]:
+    try:
+        rows = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(path, f"line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(rows, list):
+        raise AnnotationError(path, "expected a JSON list of question objects")
+    return rows
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise DataRootError(f"{path}: file not found")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(path, f"not UTF-8 text (byte {exc.start})") from exc
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
