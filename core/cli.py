@@ -23,6 +23,10 @@ LIGHTNING_COMMANDS = {
 COMMANDS = {
     "domains": "core.commands.domains",
     "sample-data": "core.commands.sample_data",
+    "zeroshot": "core.commands.zeroshot",
+    "eval": "core.commands.evaluate",
+    "kb": "core.commands.kb",
+    "serve": "core.commands.serve",
 }
 
 DESCRIPTION = """\
@@ -76,10 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("DOMAINVLM_DEBUG"):
             raise
         from core.errors import DomainVLMError
+        from retrieval_db import KnowledgeBaseError
 
-        kind = (
-            "error" if isinstance(exc, DomainVLMError | OSError | ValueError) else "internal error"
-        )
+        user_errors = DomainVLMError | KnowledgeBaseError | OSError | ValueError
+        kind = "error" if isinstance(exc, user_errors) else "internal error"
         print(f"domainvlm: {kind}: {exc}", file=sys.stderr)
         return 1
 

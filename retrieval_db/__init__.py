@@ -1,0 +1,39 @@
+"""FAISS knowledge bases shared by every domain: vectors, metadata and the encoder that made them.
+
+Knows nothing about models: callers pass vectors (or an ``encode(list[str]) -> array`` callable)
+and the encoder's identity ``{"name": ..., "sha256": ...}``.
+"""
+
+from retrieval_db.errors import (
+    CorruptKnowledgeBaseError,
+    EncoderMismatchError,
+    KnowledgeBaseError,
+)
+from retrieval_db.index import (
+    DEFAULT_MEMORY_BUDGET_BYTES,
+    DEFAULT_TARGET_RECALL,
+    choose_factory,
+    exact_search,
+    recall_at_k,
+)
+from retrieval_db.knowledge_base import KnowledgeBase
+from retrieval_db.manifest import FORMAT_VERSION, IndexInfo, Manifest, RecallInfo, read_manifest
+from retrieval_db.searching import Hit
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET_BYTES",
+    "DEFAULT_TARGET_RECALL",
+    "FORMAT_VERSION",
+    "CorruptKnowledgeBaseError",
+    "EncoderMismatchError",
+    "Hit",
+    "IndexInfo",
+    "KnowledgeBase",
+    "KnowledgeBaseError",
+    "Manifest",
+    "RecallInfo",
+    "choose_factory",
+    "exact_search",
+    "read_manifest",
+    "recall_at_k",
+]

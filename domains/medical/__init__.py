@@ -1,0 +1,26 @@
+"""Medical: radiology images (DICOM) and reports; M3AE masked multimodal pretraining (in progress).
+
+Today the plugin reads DICOM/PNG/JPEG, ROCO/MedICaT/report/VQA-RAD/SLAKE text and writes the
+offline sample; the M3AE system, VQA head and configs are not written yet.
+"""
+
+from pathlib import Path
+
+from core.registry import DomainPlugin
+from domains.medical.dicom import image_reader
+from domains.medical.sample import write_sample
+
+PLUGIN = DomainPlugin(
+    name="medical",
+    description="radiology images and reports (DICOM, ROCO, VQA-RAD, SLAKE); M3AE not yet built",
+    modalities=("image", "text"),
+    input_format="DICOM (all pydicom transfer syntaxes with pylibjpeg), PNG/JPEG; ROCO captions.txt, MedICaT JSONL, VQA-RAD/SLAKE JSON",
+    channels="grayscale after modality + VOI LUT (windowing), RGB/YBR as RGB",
+    data_licence=(
+        "sample: synthetic (generated here, fake identifiers only); ROCO, MedICaT, VQA-RAD and "
+        "SLAKE are read from your own copy under their own licences"
+    ),
+    configs_dir=Path(__file__).resolve().parents[2] / "configs" / "medical",
+    write_sample=write_sample,
+    image_readers={suffix: image_reader for suffix in (".dcm", ".dicom")},
+)

@@ -604,8 +604,3 @@ class RSVQADataset(_SkippingDataset):
             "answer_index": self._answer_index.get(answer, -1),
             "type": kind,
         }
-
-
-# -- LightningDataModules -------------------------------------------------------------------------
-# The DataModule classes wrapping the datasets above (transforms from core.transforms, band
-# statistics from io.band_statistics, set_epoch on CaptionDataset) are added below this line.

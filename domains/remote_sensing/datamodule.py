@@ -1,4 +1,9 @@
-"""Remote-sensing DataModules: caption sets for RS-M-CLIP, with multi-crop views for distillation."""
+"""Remote-sensing DataModules: caption sets (RS-M-CLIP), scene folders and RSVQA (semantic experts).
+
+All share one raster pipeline: a configurable band list in model channel order, per-band
+normalisation from the training images' statistics (computed once and cached in ``root``) unless
+``mean``/``std`` are given, and overhead-imagery augmentation.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +13,25 @@ from torch.utils.data import Dataset
 
 from core.datamodule import BaseDataModule
 from core.transforms import ImageTransform, MultiCrop
-from domains.remote_sensing.data import CaptionDataset
+from domains.remote_sensing.data import CaptionDataset, RSVQADataset, SceneFolderDataset
 from domains.remote_sensing.io import band_statistics
 
-STATS_FILE = ".domainvlm_band_stats.json"
+STATS_FILE = ".domainvlm_band_stats.{}.json"
+"""Per DataModule kind: caption, scene and VQA splits cover different files."""
 
 
-class RSCaptionDataModule(BaseDataModule):
-    """Karpathy-style caption sets (RSICD, RSITMD, UCM/Sydney/NWPU-Captions, the offline sample).
-
-    Per-band normalisation comes from the training images' statistics (computed once, cached in
-    ``root``) unless ``mean``/``std`` are given, e.g. a pretrained model's RGB statistics.
-    """
-
+class RasterDataModule(BaseDataModule):
     domain = "remote_sensing"
-    dataset_hint = "a Karpathy-style caption set (RSICD, RSITMD, UCM-Captions, ...)"
 
     def __init__(
         self,
         root: str = "data/samples/remote_sensing",
-        annotation: str | None = None,
-        image_dir: str = "images",
-        languages: list[str] | None = None,
         bands: list[int] | None = None,
         image_size: int = 64,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         max_pixel_value: float = 1.0,
-        multicrop: bool = True,
-        n_global_crops: int = 2,
-        n_local_crops: int = 4,
-        local_size: int = 32,
-        global_scale: tuple[float, float] = (0.4, 1.0),
-        local_scale: tuple[float, float] = (0.05, 0.4),
+        scale: tuple[float, float] = (0.5, 1.0),
         hflip: bool = True,
         vflip: bool = True,
         rot90: bool = True,
@@ -49,60 +40,39 @@ class RSCaptionDataModule(BaseDataModule):
     ) -> None:
         """
         Args:
-            root: dataset directory holding the caption JSON and the image folder.
-            annotation: caption JSON relative to root (default: the single ``dataset*.json``).
-            image_dir: image folder relative to root.
-            languages: caption languages to use (default: all present).
-            bands: 1-based raster bands in model channel order (default: all bands of the file).
-            image_size: model input side (global crops and evaluation).
+            root: dataset directory.
+            bands: 1-based raster bands in model channel order (default: every band of the file).
+            image_size: model input side.
             mean: per-band mean in units of ``pixel / max_pixel_value`` (default: dataset statistics).
             std: per-band std, same units (default: dataset statistics).
             max_pixel_value: divisor of raw pixels (255 for 8-bit; 1 with dataset statistics).
-            multicrop: give training items global + local crops (for self-distillation).
-            n_global_crops: global crops per image.
-            n_local_crops: local crops per image.
-            local_size: local crop side in pixels.
-            global_scale: area range of global crops.
-            local_scale: area range of local crops.
+            scale: area range of training random resized crops.
             hflip: random horizontal flips in training.
             vflip: random vertical flips in training (overhead imagery has no "up").
             rot90: random 90° rotations in training. Turn flips and rotations off when captions
-                name positions ("in the upper left"), or they contradict the image.
+                or questions name positions ("in the upper left"), or they contradict the image.
             skip_bad_files: skip unreadable images with a counted warning instead of failing.
         """
         super().__init__(root=root, **kwargs)
-        self.annotation = annotation
-        self.image_dir = image_dir
-        self.languages = languages
         self.bands = bands
         self.image_size = image_size
         self.mean, self.std = mean, std
         self.max_pixel_value = max_pixel_value
-        self.multicrop = multicrop
-        self.n_global_crops, self.n_local_crops = n_global_crops, n_local_crops
-        self.local_size = local_size
-        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
+        self.scale = tuple(scale)
         self.flips = {"hflip": hflip, "vflip": vflip, "rot90": rot90}
         self.skip_bad_files = skip_bad_files
 
-    def _dataset(self, split: str, transform=None) -> CaptionDataset:
-        return CaptionDataset(
-            self.root,
-            split,
-            annotation=self.annotation,
-            image_dir=self.image_dir,
-            languages=self.languages,
-            bands=self.bands,
-            transform=transform,
-            skip_bad_files=self.skip_bad_files,
-            seed=self.seed,
-        )
+    def train_image_paths(self) -> list[Path]:
+        raise NotImplementedError
 
     def normalisation(self) -> tuple[list[float], list[float]]:
         if self.mean is None or self.std is None:
             self.check_root()
-            paths = self._dataset("train").paths
-            stats = band_statistics(paths, self.bands, Path(self.root) / STATS_FILE)
+            stats = band_statistics(
+                self.train_image_paths(),
+                self.bands,
+                self.root / STATS_FILE.format(type(self).__name__),
+            )
             self.mean = [float(v) / self.max_pixel_value for v in stats.mean]
             self.std = [float(v) / self.max_pixel_value for v in stats.std]
         return self.mean, self.std
@@ -115,24 +85,177 @@ class RSCaptionDataModule(BaseDataModule):
             "std": std,
             "bands": self.bands,
             "max_pixel_value": self.max_pixel_value,
-            "n_global_crops": self.n_global_crops,
         }
 
-    def build_dataset(self, split: str) -> Dataset:
+    def transform_settings(self) -> dict:
         mean, std = self.normalisation()
-        common = dict(
+        return dict(
             mean=mean, std=std, max_pixel_value=self.max_pixel_value, seed=self.seed, **self.flips
         )
-        if split == "train" and self.multicrop:
-            transform = MultiCrop(
-                self.image_size,
-                self.local_size,
-                n_global=self.n_global_crops,
-                n_local=self.n_local_crops,
-                global_scale=self.global_scale,
-                local_scale=self.local_scale,
-                **common,
-            )
-        else:
-            transform = ImageTransform(self.image_size, train=split == "train", **common)
-        return self._dataset(split, transform)
+
+    def image_transform(self, split: str) -> ImageTransform:
+        train = split == "train"
+        return ImageTransform(
+            self.image_size, train=train, scale=self.scale, **self.transform_settings()
+        )
+
+
+class RSCaptionDataModule(RasterDataModule):
+    """Karpathy-style caption sets (RSICD, RSITMD, UCM/Sydney/NWPU-Captions, the offline sample)."""
+
+    dataset_hint = "a Karpathy-style caption set (RSICD, RSITMD, UCM-Captions, ...)"
+
+    def __init__(
+        self,
+        root: str = "data/samples/remote_sensing",
+        annotation: str | None = None,
+        image_dir: str = "images",
+        languages: list[str] | None = None,
+        multicrop: bool = True,
+        n_global_crops: int = 2,
+        n_local_crops: int = 4,
+        local_size: int = 32,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        **kwargs,
+    ) -> None:
+        """
+        Args:
+            root: dataset directory holding the caption JSON and the image folder.
+            annotation: caption JSON relative to root (default: the single ``dataset*.json``).
+            image_dir: image folder relative to root.
+            languages: caption languages to use (default: all present).
+            multicrop: give training items global + local crops (for self-distillation).
+            n_global_crops: global crops per image (the teacher's views).
+            n_local_crops: local crops per image.
+            local_size: local crop side in pixels.
+            global_scale: area range of global crops.
+            local_scale: area range of local crops.
+        """
+        super().__init__(root=root, **kwargs)
+        self.annotation = annotation
+        self.image_dir = image_dir
+        self.languages = languages
+        self.multicrop = multicrop
+        self.n_global_crops, self.n_local_crops = n_global_crops, n_local_crops
+        self.local_size = local_size
+        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
+
+    def _captions(self, split: str, transform=None) -> CaptionDataset:
+        return CaptionDataset(
+            self.root,
+            split,
+            annotation=self.annotation,
+            image_dir=self.image_dir,
+            languages=self.languages,
+            bands=self.bands,
+            transform=transform,
+            skip_bad_files=self.skip_bad_files,
+            seed=self.seed,
+        )
+
+    def train_image_paths(self) -> list[Path]:
+        return self._captions("train").paths
+
+    def preprocessing(self) -> dict:
+        return {**super().preprocessing(), "n_global_crops": self.n_global_crops}
+
+    def build_dataset(self, split: str) -> Dataset:
+        if split != "train" or not self.multicrop:
+            return self._captions(split, self.image_transform(split))
+        transform = MultiCrop(
+            self.image_size,
+            self.local_size,
+            n_global=self.n_global_crops,
+            n_local=self.n_local_crops,
+            global_scale=self.global_scale,
+            local_scale=self.local_scale,
+            **self.transform_settings(),
+        )
+        return self._captions(split, transform)
+
+
+class RSSceneDataModule(RasterDataModule):
+    """Scene classification from class folders (EuroSAT, RESISC45, AID, UCM, the sample)."""
+
+    dataset_hint = "a class-folder scene set (EuroSAT, RESISC45, AID, UCM)"
+
+    def __init__(
+        self,
+        root: str = "data/samples/remote_sensing",
+        folder: str = "scene_classes",
+        shots_per_class: int | None = None,
+        **kwargs,
+    ) -> None:
+        """
+        Args:
+            root: dataset directory.
+            folder: class-folder directory relative to root ("" for root itself).
+            shots_per_class: keep only this many training images per class (few-shot).
+        """
+        super().__init__(root=root, **kwargs)
+        self.folder = folder
+        self.shots_per_class = shots_per_class
+
+    def _scenes(self, split: str, transform=None) -> SceneFolderDataset:
+        dataset = SceneFolderDataset(
+            self.root / self.folder,
+            split,
+            bands=self.bands,
+            transform=transform,
+            skip_bad_files=self.skip_bad_files,
+        )
+        if split == "train" and self.shots_per_class is not None:
+            taken: dict[int, int] = {}
+            kept = []
+            for path, label in dataset.samples:
+                if taken.get(label, 0) < self.shots_per_class:
+                    taken[label] = taken.get(label, 0) + 1
+                    kept.append((path, label))
+            dataset.samples = kept
+        return dataset
+
+    def classes(self) -> list[str]:
+        return self._scenes("train").classes
+
+    def train_image_paths(self) -> list[Path]:
+        return [path for path, _ in self._scenes("train").samples]
+
+    def build_dataset(self, split: str) -> Dataset:
+        return self._scenes(split, self.image_transform(split))
+
+
+class RSVQADataModule(RasterDataModule):
+    """RSVQA-style visual question answering (presence, comparison, count, rural/urban)."""
+
+    dataset_hint = "an RSVQA dataset (RSVQA-LR/HR JSON + images)"
+
+    def __init__(self, root: str = "data/samples/remote_sensing", folder: str = "rsvqa", **kwargs):
+        """
+        Args:
+            root: dataset directory.
+            folder: RSVQA directory relative to root ("" for root itself).
+        """
+        super().__init__(root=root, **kwargs)
+        self.folder = folder
+
+    def _questions(self, split: str, transform=None) -> RSVQADataset:
+        vocabulary = None if split == "train" else self.classes()
+        return RSVQADataset(
+            self.root / self.folder,
+            split,
+            transform=transform,
+            bands=self.bands,
+            answer_vocabulary=vocabulary,
+            skip_bad_files=self.skip_bad_files,
+        )
+
+    def classes(self) -> list[str]:
+        """The answer vocabulary of the training split."""
+        return self._questions("train").answer_vocabulary
+
+    def train_image_paths(self) -> list[Path]:
+        return sorted(set(self._questions("train").paths))
+
+    def build_dataset(self, split: str) -> Dataset:
+        return self._questions(split, self.image_transform(split))

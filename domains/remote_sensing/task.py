@@ -10,19 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.checkpoint import read_checkpoint
 from core.ema import EMATeacher
 from core.encoder import Encoder
+from core.errors import CheckpointError
 from core.losses import DINOLoss, LogitScale, clip_loss
-from core.system import BaseSystem
+from core.system import CHECKPOINT_KEY, BaseSystem
 from core.tokenizers import build_tokenizer
 from core.towers.clip import build_clip
 from core.towers.heads import DINOHead
+from core.towers.tokens import encode_with_patch_tokens
 from core.towers.vit_sizes import encode_any_size
 from core.transforms import ImageTransform
 from domains.remote_sensing.io import read_raster
+from domains.remote_sensing.knowledge import knowledge_records
+from domains.remote_sensing.model import ClassifierHead, SemanticExperts
+from retrieval_db import KnowledgeBase
 
 
 class DistillationTower(nn.Module):
@@ -159,3 +166,174 @@ class RSMCLIP(BaseSystem):
             modules=[self.model],
             preprocessing=dict(pre),
         )
+
+
+class SemanticExpertsSystem(BaseSystem):
+    """Knowledge-augmented scene classification or RSVQA on top of frozen RS-M-CLIP towers.
+
+    The towers come from an ``RSMCLIP`` checkpoint (``init_from``, loaded at fit time) and stay
+    frozen, so the knowledge base embedded with their text encoder stays valid while the Semantic
+    Augmentation Module, the experts and the head train.
+    """
+
+    def __init__(
+        self,
+        task: str = "scene",
+        classes: list[str] | None = None,
+        init_from: str | None = None,
+        model_name: str = "dvlm-tiny",
+        tokenizer: str = "multilingual",
+        context_length: int = 96,
+        in_chans: int = 3,
+        use_retrieval: bool = True,
+        knowledge_languages: list[str] | None = None,
+        k_object: int = 8,
+        k_scene: int = 4,
+        dim: int = 128,
+        heads: int = 4,
+        learned_gate: bool = True,
+        task_prompt: str = "what kind of scene is shown in this satellite image?",
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            task: ``scene`` (classification) or ``vqa`` (questions about the image).
+            classes: scene class names or the answer vocabulary (default: from the DataModule).
+            init_from: an RS-M-CLIP checkpoint whose towers are used (frozen).
+            model_name: tower config; must match ``init_from``.
+            tokenizer: tokenizer spec; must match ``init_from``.
+            context_length: text tokens.
+            in_chans: image bands; must match ``init_from``.
+            use_retrieval: retrieve knowledge cues (off = the ablation without knowledge).
+            knowledge_languages: languages of the knowledge entries (default English).
+            k_object: object-level cues per image.
+            k_scene: scene-level cues per image.
+            dim: width of the augmentation module and experts.
+            heads: attention heads of each expert.
+            learned_gate: mix the experts with a learned gate (else average them).
+            task_prompt: the query text for scene classification (VQA uses each question).
+        """
+        super().__init__(**kwargs)
+        if task not in ("scene", "vqa"):
+            raise ValueError(f"task must be 'scene' or 'vqa', got {task!r}")
+        self.clip, _ = build_clip(model_name, None, in_chans=in_chans)
+        self.clip.requires_grad_(False)
+        self.tokenizer = build_tokenizer(tokenizer, context_length)
+        languages = knowledge_languages or ["en"]
+        self.records = [
+            {"concept": r["concept"], "level": r["level"], "lang": r["lang"], "text": r["text"]}
+            for r in knowledge_records(languages)
+        ]
+        joint_dim = self.clip.visual.output_dim
+        self.register_buffer("knowledge_vectors", torch.zeros(len(self.records), joint_dim))
+        self.experts = SemanticExperts(
+            joint_dim, self.clip.visual.transformer.width, dim, heads, learned_gate=learned_gate
+        )
+        self.head = ClassifierHead(self.experts.out_dim, len(classes)) if classes else None
+        self._knowledge_base: KnowledgeBase | None = None
+
+    # -- set-up: frozen towers, knowledge vectors, head size ------------------------------------
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.hparams.init_from:
+            self._load_towers(self.hparams.init_from)
+            self._embed_knowledge()
+        if self.head is None:
+            classes = self.trainer.datamodule.classes()
+            self.hparams["classes"] = classes
+            self.head = ClassifierHead(self.experts.out_dim, len(classes))
+
+    def _load_towers(self, path: str) -> None:
+        checkpoint = read_checkpoint(path)
+        source = checkpoint.get(CHECKPOINT_KEY, {}).get("init_args", {})
+        for key in ("model_name", "tokenizer", "in_chans", "context_length"):
+            if key in source and source[key] != self.hparams[key]:
+                raise CheckpointError(
+                    f"init_from {path!r} was trained with {key}={source[key]!r}, but this config "
+                    f"says {key}={self.hparams[key]!r}; make them equal"
+                )
+        towers = {
+            key.removeprefix("model."): value
+            for key, value in checkpoint["state_dict"].items()
+            if key.startswith("model.")
+        }
+        self.clip.load_state_dict(towers)
+
+    @torch.no_grad()
+    def _embed_knowledge(self) -> None:
+        texts = [record["text"] for record in self.records]
+        vectors = [self.encode_text(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+        self.knowledge_vectors.copy_(F.normalize(torch.cat(vectors), dim=-1))
+        self._knowledge_base = None
+
+    def knowledge_base(self) -> KnowledgeBase:
+        """The cue store (built lazily from the knowledge vectors, which checkpoints carry)."""
+        if self._knowledge_base is None:
+            self._knowledge_base = KnowledgeBase.from_vectors(
+                self.knowledge_vectors.cpu().numpy(), self.records, encoder=self._identity()
+            )
+        return self._knowledge_base
+
+    def _identity(self) -> dict:
+        return Encoder("rs-text", self.encode_text, self.encode_text, str, [self.clip]).identity()
+
+    # -- forward ------------------------------------------------------------------------------
+    def encode_text(self, texts: list[str]) -> Tensor:
+        return self.clip.encode_text(self.tokenizer(texts).to(self.device))
+
+    def retrieve(
+        self, queries: Tensor, level: str, k: int, per_image: int
+    ) -> tuple[Tensor, Tensor]:
+        """Top-``k`` entries of ``level`` for each query row, merged per image (max score)."""
+        knowledge_base = self.knowledge_base()
+        hits = knowledge_base.search(
+            F.normalize(queries, dim=-1).detach().cpu().numpy(),
+            k,
+            encoder=knowledge_base.encoder,
+            where={"level": level},
+        )
+        ids, scores = [], []
+        for image in range(len(hits) // per_image):
+            best: dict[int, float] = {}
+            for row in hits[image * per_image : (image + 1) * per_image]:
+                for hit in row:
+                    best[hit.id] = max(hit.score, best.get(hit.id, -1.0))
+            top = sorted(best.items(), key=lambda item: -item[1])[:k]
+            ids.append([i for i, _ in top])
+            scores.append([s for _, s in top])
+        ids_tensor = torch.tensor(ids, device=self.device)
+        return self.knowledge_vectors[ids_tensor], torch.tensor(scores, device=self.device)
+
+    def forward(self, images: Tensor, queries: list[str]) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            embedding, patch_tokens = encode_with_patch_tokens(self.clip.visual, images)
+            query = self.encode_text(queries)
+        cues = None
+        if self.hparams.use_retrieval:
+            patches = patch_tokens @ self.clip.visual.proj
+            cues = {
+                "object": self.retrieve(
+                    patches.flatten(0, 1), "object", self.hparams.k_object, patches.shape[1]
+                ),
+                "scene": self.retrieve(embedding, "scene", self.hparams.k_scene, 1),
+            }
+        features, gate = self.experts(query, embedding, patch_tokens, cues)
+        return self.head(features), gate
+
+    def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
+        if self.hparams.task == "vqa":
+            queries, targets = batch["question"], batch["answer_index"]
+        else:
+            queries, targets = [self.hparams.task_prompt] * len(batch["label"]), batch["label"]
+        logits, gate = self(batch["image"], queries)
+        known = targets >= 0
+        loss = F.cross_entropy(logits[known], targets[known])
+        accuracy = (logits.argmax(-1) == targets).float().mean()
+        losses = {"loss": loss, "acc": accuracy}
+        for index, level in enumerate(self.experts.levels):
+            losses[f"gate_{level}"] = gate[:, index].mean().detach()
+        return losses
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.clip.eval()

@@ -91,7 +91,9 @@ def test_training_lowers_the_loss(toy_plugin, tmp_path):
     config = toy_config(tmp_path, root, max_steps=40)
     main(["fit", "--config", str(config)])
     system = load_system(tmp_path / "ckpt" / "last.ckpt")
-    images = torch.stack([torch.full((3, 8, 8), 0.0).index_fill_(0, torch.tensor(i), 1.0) for i in range(3)])
+    images = torch.stack(
+        [torch.full((3, 8, 8), 0.0).index_fill_(0, torch.tensor(i), 1.0) for i in range(3)]
+    )
     texts = ["a red square", "a green square", "a blue square"]
     encoder = system.encoder()
     similarity = encoder.encode_images(images) @ encoder.encode_texts(texts).T

@@ -1,0 +1,254 @@
+"""Evaluate zero-shot classification or image-text retrieval (CLIP_benchmark metric names).
+
+    domainvlm eval zeroshot --checkpoint C --data D [--lang xx|all] [--confusion-matrix cm.png]
+    domainvlm eval retrieval --checkpoint C --data D [--table]
+
+--data is a domain dataset root (sample data or your copy of the real dataset; its held-out split
+is used) when the domain is known from --domain or from the checkpoint's system. Otherwise, for
+zeroshot it is a class-folder dataset (<root>/<class>/<images>, or <root>/<split>/<class>/...),
+and for retrieval a JSONL file with one {"image": ..., "caption": ..., "lang": ...} per line
+(image paths relative to the file). Prints one JSON object; --out also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import DomainVLMError
+from core.io import atomic_write_json, resolve_within
+from core.registry import (
+    ENTRY_POINT_GROUP,
+    DomainPlugin,
+    RetrievalData,
+    ZeroShotData,
+    get_domain,
+    load_domains,
+)
+
+if TYPE_CHECKING:
+    from core.encoder import Encoder
+
+# torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
+# command module to build its parser, and `domainvlm --help` should not take seconds.
+
+HELP = "evaluate zero-shot classification or retrieval on a dataset"
+
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
+
+
+class EvaluationDataError(DomainVLMError, ValueError):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    zeroshot = tasks.add_parser("zeroshot", help="top-1/top-5 accuracy, mean per-class recall")
+    retrieval = tasks.add_parser("retrieval", help="image/text recall@1,5,10 and their mean (mR)")
+    for task in (zeroshot, retrieval):
+        task.add_argument(
+            "--checkpoint", required=True, help="checkpoint or openclip:/hf-hub: spec"
+        )
+        task.add_argument("--data", required=True, type=Path, help="dataset root or file")
+        task.add_argument("--domain", help="domain of --data (default: the checkpoint's domain)")
+        task.add_argument("--split", default="test", help="split of a domain dataset root")
+        task.add_argument("--batch-size", type=int, default=32)
+        task.add_argument("--out", type=Path, help="also write the JSON result to this file")
+        task.add_argument(
+            "--table", action="store_true", help="print a per-language table instead of JSON"
+        )
+    zeroshot.add_argument(
+        "--lang",
+        default="en",
+        help="language of class names and templates, or 'all' for each language of the domain",
+    )
+    zeroshot.add_argument("--templates", help="templates file (overrides the dataset's templates)")
+    zeroshot.add_argument(
+        "--class-folders",
+        action="store_true",
+        help="read --data as class folders even for a domain",
+    )
+    zeroshot.add_argument("--confusion-matrix", type=Path, help="write a confusion-matrix PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.encoders import load_encoder_and_system
+
+    encoder, system = load_encoder_and_system(args.checkpoint)
+    plugin = resolve_domain(args.domain, type(system).__module__ if system is not None else None)
+    if args.task == "zeroshot" and args.lang == "all":
+        result = evaluate_zeroshot_all_languages(args, encoder, plugin)
+    elif args.task == "zeroshot":
+        result = evaluate_zeroshot(args, encoder, plugin)
+    else:
+        result = evaluate_retrieval(args, encoder, plugin)
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(format_table(result) if args.table else json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def evaluate_zeroshot_all_languages(
+    args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
+) -> dict:
+    languages = plugin.languages if plugin is not None else ("en",)
+    per_language = {}
+    for lang in languages:
+        result = evaluate_zeroshot(
+            argparse.Namespace(**{**vars(args), "lang": lang}), encoder, plugin
+        )
+        per_language[lang] = {k: v for k, v in result.items() if k not in ("task", "lang")}
+    return {"task": "zeroshot", "lang": "all", "per_language": per_language}
+
+
+def format_table(result: dict) -> str:
+    """Rows of languages (or one row), columns of metrics, as a fixed-width text table."""
+    rows = result.get("per_language") or {result.get("lang", "all"): result}
+    if "per_language" in result and result["task"] == "retrieval":
+        rows = {"all": result, **result["per_language"]}
+    columns = [
+        key
+        for key, value in next(iter(rows.values())).items()
+        if isinstance(value, float) and key not in ("num_classes", "num_samples")
+    ]
+    lines = [" ".join([f"{'lang':<6}", *columns])]
+    for lang, metrics in rows.items():
+        cells = (f"{100 * metrics[column]:>{len(column)}.1f}" for column in columns)
+        lines.append(" ".join([f"{lang:<6}", *cells]))
+    return "\n".join([f"{result['task']} (percent)", *lines])
+
+
+def resolve_domain(name: str | None, system_module: str | None) -> DomainPlugin | None:
+    """``--domain``, else the installed plugin whose package holds the checkpoint's system class."""
+    if name:
+        return get_domain(name)
+    if system_module is None:
+        return None
+    matches = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        package = _package_of(entry.module)
+        if system_module == package or system_module.startswith(package + "."):
+            matches.append((len(package), entry))
+    if not matches:
+        return None
+    plugin = max(matches, key=lambda match: match[0])[1].load()
+    return load_domains().get(plugin.name, plugin)
+
+
+def _package_of(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    is_package = spec is not None and spec.submodule_search_locations is not None
+    return module if is_package else module.rpartition(".")[0] or module
+
+
+def evaluate_zeroshot(
+    args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
+) -> dict:
+    from core.metrics import confusion_matrix, confusion_matrix_png, zeroshot_metrics
+    from core.zeroshot import ZeroShotClassifier, load_templates
+
+    if plugin is not None and plugin.zeroshot_data is not None and not args.class_folders:
+        if args.lang not in plugin.languages:
+            raise EvaluationDataError(
+                f"domain {plugin.name!r} has no {args.lang!r} class names; it offers "
+                f"{', '.join(plugin.languages)}"
+            )
+        data = plugin.zeroshot_data(args.data, args.split, args.lang)
+    else:
+        data = class_folder_data(args.data, args.split, args.lang)
+    if args.templates:
+        data.templates = load_templates(args.templates, args.lang)
+    if not data.paths:
+        raise EvaluationDataError(f"dataset {str(args.data)!r} has no images")
+    classifier = ZeroShotClassifier(encoder, batch_size=args.batch_size)
+    logits = classifier.logits(data.paths, data.classnames, data.templates)
+    result = {"task": "zeroshot", "lang": args.lang, **zeroshot_metrics(logits, data.labels)}
+    if args.confusion_matrix:
+        matrix = confusion_matrix(logits.argmax(dim=1), data.labels, len(data.classnames))
+        confusion_matrix_png(matrix, data.classnames, args.confusion_matrix)
+    return result
+
+
+def class_folder_data(root: Path, split: str, lang: str) -> ZeroShotData:
+    """``<root>[/<split>]/<class>/<image>``; folder names are the class names (``_`` → space)."""
+    from core.images import domain_readers
+    from core.zeroshot import templates_for
+
+    if not root.is_dir():
+        raise EvaluationDataError(f"dataset root {str(root)!r} is not a directory")
+    base = root / split if (root / split).is_dir() else root
+    suffixes = tuple(PIL_SUFFIXES) + tuple(domain_readers())
+    folders = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        images = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes)
+        )
+        paths += images
+        labels += [label] * len(images)
+    if len(folders) < 2 or not paths:
+        raise EvaluationDataError(
+            f"{str(base)!r} is not a class-folder dataset: it needs at least two class folders "
+            f"holding images ({', '.join(PIL_SUFFIXES)} or a domain format). For a domain "
+            "dataset root, pass --domain."
+        )
+    classnames = [folder.name.replace("_", " ") for folder in folders]
+    return ZeroShotData(paths, labels, classnames, list(templates_for(lang)))
+
+
+def evaluate_retrieval(
+    args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
+) -> dict:
+    from core.metrics import retrieval_metrics
+    from core.retrieval import embed_images, embed_texts
+
+    if plugin is not None and plugin.retrieval_data is not None:
+        data = plugin.retrieval_data(args.data, args.split)
+    elif args.data.is_file():
+        data = jsonl_retrieval_data(args.data)
+    else:
+        raise EvaluationDataError(
+            f"{str(args.data)!r} is neither a JSONL caption file nor the root of a domain with "
+            "retrieval data; pass --domain for a domain dataset root"
+        )
+    image_emb = embed_images(encoder, data.paths, args.batch_size)
+    text_emb = embed_texts(encoder, data.captions, args.batch_size)
+    result: dict = {"task": "retrieval", "num_images": len(data.paths)}
+    result["num_texts"] = len(data.captions)
+    result |= retrieval_metrics(image_emb, text_emb, data.image_index)
+    languages = sorted({lang for lang in data.languages if lang})
+    if languages:
+        result["per_language"] = {}
+        for lang in languages:
+            rows = [i for i, caption_lang in enumerate(data.languages) if caption_lang == lang]
+            owners = [data.image_index[i] for i in rows]
+            result["per_language"][lang] = retrieval_metrics(image_emb, text_emb[rows], owners)
+    return result
+
+
+def jsonl_retrieval_data(path: Path) -> RetrievalData:
+    """One caption per line; lines naming the same image share it."""
+    images: dict[Path, int] = {}
+    captions, owners, languages = [], [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            image = resolve_within(path.parent, row["image"])
+            caption = row["caption"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise EvaluationDataError(
+                f"{str(path)}:{number}: need a JSON object with 'image' (a path inside "
+                f"{str(path.parent)!r}) and 'caption': {exc}"
+            ) from exc
+        captions.append(str(caption))
+        owners.append(images.setdefault(image, len(images)))
+        languages.append(str(row.get("lang", "")))
+    if not captions:
+        raise EvaluationDataError(f"{str(path)!r} holds no captions")
+    return RetrievalData(list(images), captions, owners, languages)

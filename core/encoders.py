@@ -1,0 +1,110 @@
+"""Turn one spec string into an ``Encoder``: a domainvlm checkpoint or any open_clip model.
+
+Specs: a checkpoint path (``run/last.ckpt``), ``openclip:<model>[:<tag or weights file>]``,
+``hf-hub:<org/repo>`` or ``local-dir:<folder>``. ``Encoder.name`` is always a spec that rebuilds
+the same encoder (paths made absolute), so a knowledge base can record it and ``kb search`` can
+rebuild its encoder from the manifest alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import open_clip
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from torch import Tensor, nn
+
+from core.checkpoint import load_system
+from core.encoder import Encoder
+from core.errors import DomainVLMError
+from core.images import read_image, to_rgb_image
+from core.system import BaseSystem
+from core.tokenizers import ByteTokenizer
+from core.towers.clip import build_clip
+
+OPENCLIP_PREFIX = "openclip:"
+HUB_PREFIXES = ("hf-hub:", "local-dir:")
+
+
+class EncoderSpecError(DomainVLMError, ValueError):
+    pass
+
+
+def load_encoder(spec: str) -> Encoder:
+    return load_encoder_and_system(spec)[0]
+
+
+def load_encoder_and_system(spec: str) -> tuple[Encoder, BaseSystem | None]:
+    """The encoder, plus the trained system when the spec is a checkpoint (it names the domain)."""
+    if spec.startswith(OPENCLIP_PREFIX):
+        model_name, _, pretrained = spec.removeprefix(OPENCLIP_PREFIX).partition(":")
+        if not model_name:
+            raise EncoderSpecError(
+                f"encoder spec {spec!r} names no model: openclip:<model>[:<tag>]"
+            )
+        return openclip_model_encoder(model_name, pretrained or None), None
+    if spec.startswith(HUB_PREFIXES):
+        return openclip_model_encoder(spec, None), None
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise EncoderSpecError(
+            f"encoder {spec!r} is not an existing checkpoint file, nor a spec of the form "
+            "openclip:<model>[:<pretrained tag or weights file>], hf-hub:<org/repo> or "
+            "local-dir:<folder>"
+        )
+    system = load_system(path)
+    encoder = system.encoder()
+    encoder.name = str(path.resolve())
+    return encoder, system
+
+
+def openclip_model_encoder(model_name: str, pretrained: str | None = None) -> Encoder:
+    """An open_clip model (built offline unless a tag or hub id asks for weights) as an Encoder."""
+    model, preprocessing = build_clip(model_name, pretrained)
+    name = _canonical_name(model_name, pretrained)
+    return openclip_encoder(model, _tokenizer_for(model, model_name), name, preprocessing)
+
+
+def openclip_encoder(
+    model: nn.Module,
+    tokenizer: Callable[[Sequence[str]], Tensor],
+    name: str,
+    preprocessing: dict | None = None,
+) -> Encoder:
+    """Wrap an in-memory open_clip model; images go through open_clip's own eval transform."""
+    model.eval()
+    transform = image_transform_v2(
+        PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=False
+    )
+
+    def load_image(path: str | Path) -> Tensor:
+        return transform(to_rgb_image(read_image(path), path))
+
+    return Encoder(
+        name=name,
+        image_fn=model.encode_image,
+        text_fn=lambda texts: model.encode_text(tokenizer(list(texts))),
+        load_image=load_image,
+        modules=[model],
+        preprocessing=dict(preprocessing or {}),
+    )
+
+
+def _tokenizer_for(model: nn.Module, model_name: str) -> Callable[[Sequence[str]], Tensor]:
+    """open_clip's tokenizer, except for domainvlm's byte-vocabulary configs (``dvlm-*``)."""
+    context_length = getattr(model, "context_length", None)
+    byte_tokenizer = ByteTokenizer(context_length or 77)
+    if getattr(model, "vocab_size", None) == byte_tokenizer.vocab_size:
+        return byte_tokenizer
+    return open_clip.get_tokenizer(model_name, context_length=context_length)
+
+
+def _canonical_name(model_name: str, pretrained: str | None) -> str:
+    if model_name.startswith("local-dir:"):
+        return "local-dir:" + str(Path(model_name.removeprefix("local-dir:")).resolve())
+    if model_name.startswith("hf-hub:"):
+        return model_name
+    if pretrained is not None and Path(pretrained).expanduser().is_file():
+        pretrained = str(Path(pretrained).expanduser().resolve())
+    return OPENCLIP_PREFIX + model_name + (f":{pretrained}" if pretrained else "")

@@ -1,0 +1,158 @@
+"""Zero-shot classification and retrieval metrics, named and defined as CLIP_benchmark does.
+
+Keeping CLIP_benchmark's definitions (DESIGN.md §4) makes our numbers comparable with published
+tables: ``acc1``/``acc5`` are top-k accuracy, ``mean_per_class_recall`` is balanced accuracy over the
+classes present, retrieval recall@k counts a hit when any positive is in the top k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from core.io import atomic_save
+
+RECALL_AT = (1, 5, 10)
+
+
+def zeroshot_metrics(logits: Tensor, targets: Tensor | Sequence[int]) -> dict[str, float | int]:
+    """``acc1``, ``acc5`` (only with at least 5 classes), ``mean_per_class_recall`` and counts."""
+    logits = torch.as_tensor(logits, dtype=torch.float32)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    if logits.ndim != 2 or targets.shape != (logits.shape[0],) or logits.shape[0] == 0:
+        raise ValueError(
+            f"need logits [samples, classes] and one target per sample, got logits "
+            f"{tuple(logits.shape)} and targets {tuple(targets.shape)}"
+        )
+    num_samples, num_classes = logits.shape
+    if int(targets.min()) < 0 or int(targets.max()) >= num_classes:
+        raise ValueError(f"targets must lie in [0, {num_classes}), got {targets.unique().tolist()}")
+    metrics: dict[str, float | int] = {"acc1": _top_k_accuracy(logits, targets, 1)}
+    if num_classes >= 5:
+        metrics["acc5"] = _top_k_accuracy(logits, targets, 5)
+    metrics["mean_per_class_recall"] = _mean_per_class_recall(logits.argmax(dim=1), targets)
+    metrics["num_classes"] = num_classes
+    metrics["num_samples"] = num_samples
+    return metrics
+
+
+def _top_k_accuracy(logits: Tensor, targets: Tensor, k: int) -> float:
+    top = logits.topk(k, dim=1).indices
+    return (top == targets[:, None]).any(dim=1).double().mean().item()
+
+
+def _mean_per_class_recall(predictions: Tensor, targets: Tensor) -> float:
+    recalls = [
+        (predictions[targets == label] == label).double().mean().item()
+        for label in targets.unique()
+    ]
+    return float(np.mean(recalls))
+
+
+def retrieval_metrics(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    text_to_image: Sequence[int],
+    recall_at: Sequence[int] = RECALL_AT,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Text→image (``image_retrieval_recall@k``) and image→text recall, plus their mean (mR).
+
+    Text i describes image ``text_to_image[i]``; an image may have several captions (any one in the
+    top k is a hit). Images without a caption stay in the gallery for image retrieval but are not
+    queries for text retrieval, where they would have no positive.
+    """
+    owners = torch.as_tensor(text_to_image, dtype=torch.long)
+    if owners.shape != (text_emb.shape[0],) or text_emb.shape[0] == 0:
+        raise ValueError(f"need one image index per text, got {owners.numel()} for {len(text_emb)}")
+    if int(owners.min()) < 0 or int(owners.max()) >= image_emb.shape[0]:
+        raise ValueError(f"image indices must lie in [0, {image_emb.shape[0]})")
+    image_emb, text_emb = image_emb.float(), text_emb.float()
+    image_hits = {k: 0 for k in recall_at}
+    for start in range(0, len(text_emb), chunk):
+        scores = text_emb[start : start + chunk] @ image_emb.T
+        positives = owners[start : start + chunk, None]
+        for k in recall_at:
+            top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+            image_hits[k] += int((top == positives).any(dim=1).sum())
+    queries = owners.unique()
+    text_hits = {k: 0 for k in recall_at}
+    for start in range(0, len(queries), chunk):
+        images = queries[start : start + chunk]
+        scores = image_emb[images] @ text_emb.T
+        for k in recall_at:
+            top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+            text_hits[k] += int((owners[top] == images[:, None]).any(dim=1).sum())
+    metrics = {f"image_retrieval_recall@{k}": image_hits[k] / len(text_emb) for k in recall_at}
+    metrics |= {f"text_retrieval_recall@{k}": text_hits[k] / len(queries) for k in recall_at}
+    metrics["mean_recall"] = float(np.mean(list(metrics.values())))
+    return metrics
+
+
+def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
+    """Multi-label mAP as CLIP_benchmark computes it: a class without positives scores AP 0."""
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    targets = torch.as_tensor(targets).bool()
+    if scores.shape != targets.shape or scores.ndim != 2:
+        raise ValueError(
+            f"need scores and multi-hot targets of one shape [samples, classes], got "
+            f"{tuple(scores.shape)} and {tuple(targets.shape)}"
+        )
+    ranks = torch.arange(1, scores.shape[0] + 1, dtype=torch.float32)
+    precisions = []
+    for column in range(scores.shape[1]):
+        order = scores[:, column].argsort(descending=True, stable=True)
+        truth = targets[order, column]
+        precision_at_rank = truth.float().cumsum(0) / ranks
+        precisions.append(precision_at_rank[truth].sum().item() / max(int(truth.sum()), 1))
+    return float(np.mean(precisions))
+
+
+def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> np.ndarray:
+    """Counts ``[true class, predicted class]``."""
+    predictions = torch.as_tensor(predictions, dtype=torch.long)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    flat = torch.bincount(targets * num_classes + predictions, minlength=num_classes**2)
+    return flat.reshape(num_classes, num_classes).numpy()
+
+
+def confusion_matrix_png(matrix: np.ndarray, classnames: Sequence[str], path: str | Path) -> Path:
+    """A row-normalised confusion matrix heat map with counts, written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    count = len(classnames)
+    if matrix.shape != (count, count):
+        raise ValueError(f"matrix shape {matrix.shape} does not match {count} class names")
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    side = min(4 + 0.4 * count, 30)
+    figure = Figure(figsize=(side, side), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of true class")
+    axes.set_xticks(range(count), classnames, rotation=90)
+    axes.set_yticks(range(count), classnames)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    if count <= 30:
+        for true in range(count):
+            for predicted in range(count):
+                colour = "white" if normalised[true, predicted] > 0.5 else "black"
+                axes.text(
+                    predicted,
+                    true,
+                    int(matrix[true, predicted]),
+                    ha="center",
+                    va="center",
+                    color=colour,
+                    fontsize=8,
+                )
+    path = Path(path)
+    atomic_save(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    return path

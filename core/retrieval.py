@@ -1,0 +1,168 @@
+"""Image↔text retrieval through an ``Encoder``, and knowledge-base search on top of it.
+
+Images may be given as preprocessed tensors or as paths in any format a domain reads; they are
+loaded and embedded batch by batch so a long list of files never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from core.encoder import Encoder
+from core.errors import DomainVLMError
+from retrieval_db import EncoderMismatchError, Hit, KnowledgeBase
+
+ImageInput = Tensor | Sequence[str | Path]
+
+
+class FilterError(DomainVLMError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Match:
+    index: int
+    score: float
+
+
+def iter_image_batches(encoder: Encoder, images: ImageInput, batch_size: int) -> Iterator[Tensor]:
+    """Preprocessed ``[B, C, H, W]`` batches; a single ``[C, H, W]`` tensor is one image."""
+    if isinstance(images, Tensor):
+        images = images[None] if images.ndim == 3 else images
+        if images.ndim != 4:
+            raise ValueError(f"image tensors must be [B, C, H, W], got {tuple(images.shape)}")
+        yield from images.split(batch_size)
+        return
+    if isinstance(images, str | Path):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("no images given")
+    for start in range(0, len(images), batch_size):
+        yield torch.stack([encoder.load_image(path) for path in images[start : start + batch_size]])
+
+
+def embed_images(encoder: Encoder, images: ImageInput, batch_size: int = 32) -> Tensor:
+    """``[N, D]`` unit vectors on CPU."""
+    rows = [
+        encoder.encode_images(batch).cpu()
+        for batch in iter_image_batches(encoder, images, batch_size)
+    ]
+    return torch.cat(rows)
+
+
+def embed_texts(encoder: Encoder, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+    """``[N, D]`` unit vectors on CPU."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not texts:
+        raise ValueError("no texts to embed")
+    rows = [
+        encoder.encode_texts(texts[start : start + batch_size]).cpu()
+        for start in range(0, len(texts), batch_size)
+    ]
+    return torch.cat(rows)
+
+
+def rank(queries: Tensor, gallery: Tensor, k: int) -> list[list[Match]]:
+    """The ``k`` most similar gallery rows (cosine of unit vectors) for every query row."""
+    scores = queries.float() @ gallery.float().T
+    values, indices = scores.topk(min(k, gallery.shape[0]), dim=1)
+    return [
+        [Match(int(i), float(v)) for i, v in zip(row_indices, row_values)]
+        for row_indices, row_values in zip(indices.tolist(), values.tolist())
+    ]
+
+
+def texts_for_images(
+    encoder: Encoder, images: ImageInput, texts: Sequence[str], k: int = 5
+) -> list[list[Match]]:
+    """For each image, the ``k`` best texts (``Match.index`` indexes ``texts``)."""
+    return rank(embed_images(encoder, images), embed_texts(encoder, texts), k)
+
+
+def images_for_texts(
+    encoder: Encoder, texts: Sequence[str], images: ImageInput, k: int = 5
+) -> list[list[Match]]:
+    """For each text, the ``k`` best images (``Match.index`` indexes ``images``)."""
+    return rank(embed_texts(encoder, texts), embed_images(encoder, images), k)
+
+
+class KnowledgeBaseSearch:
+    """Search one ``retrieval_db`` knowledge base with texts or images through ``encoder``.
+
+    The encoder's identity is hashed once here, not per query, and checked against the one the
+    knowledge base was built with: vectors from two encoders are not comparable.
+    """
+
+    def __init__(
+        self, encoder: Encoder, knowledge_base: KnowledgeBase, allow_encoder_mismatch: bool = False
+    ) -> None:
+        self.encoder = encoder
+        self.knowledge_base = knowledge_base
+        self.allow_encoder_mismatch = allow_encoder_mismatch
+        self.identity = encoder.identity()
+        built_with = knowledge_base.encoder
+        if self.identity != built_with and not allow_encoder_mismatch:
+            raise EncoderMismatchError(
+                f"the knowledge base was built with encoder {built_with['name']!r} (sha256 "
+                f"{built_with['sha256'][:12]}…) but the query encoder is {self.identity['name']!r} "
+                f"(sha256 {self.identity['sha256'][:12]}…); use the same encoder, or allow the "
+                "mismatch explicitly if both embed into one space"
+            )
+
+    def search_text(
+        self, text: str, k: int = 5, where: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        return self._search(embed_texts(self.encoder, [text]), k, where)
+
+    def search_image(
+        self, image: str | Path | Tensor, k: int = 5, where: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        return self._search(embed_images(self.encoder, image), k, where)
+
+    def _search(self, query: Tensor, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
+        return self.knowledge_base.search(
+            query.numpy(),
+            k,
+            encoder=self.identity,
+            where=where or None,
+            allow_encoder_mismatch=self.allow_encoder_mismatch,
+        )[0]
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, Any]:
+    """``["level=scene", "lang=de", "lang=en", "year=2020"]`` -> ``{"level": "scene",
+    "lang": ["de", "en"], "year": 2020}``: a repeated key means any of its values, and a value
+    that reads as a JSON number or boolean matches numeric or boolean metadata."""
+    where: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise FilterError(f"filter {item!r} is not of the form key=value")
+        value = _scalar(text)
+        key = key.strip()
+        if key in where:
+            previous = where[key] if isinstance(where[key], list) else [where[key]]
+            where[key] = [*previous, value]
+        else:
+            where[key] = value
+    return where
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, int | float | bool) else text
+
+
+def hit_to_dict(hit: Hit, rank: int) -> dict:
+    return {"rank": rank, "id": hit.id, "score": hit.score, "record": hit.record}

@@ -1,0 +1,412 @@
+"""M3AE pretraining (MLM + MIM + ITM) and VQA fine-tuning as LightningModules (DESIGN.md §5).
+
+Two ways to run the pretraining objectives (``passes``):
+
+* ``reference`` — the authors' three forward passes per step: MLM sees the full image and masked
+  text, MIM the masked image (75 %) and clean text, ITM full images (half swapped) and clean text.
+* ``joint`` (default) — one pass: the image tower runs once on the visible 25 % of patches and the
+  text tower once on the masked text; the fusion layers take those matched rows plus one extra
+  row per ITM negative (the row's masked text with another row's visible patches). MIM reads the
+  matched rows after fusion layer k, MLM their final text stream, ITM the positives among them and
+  the extra rows. It is about three times cheaper (no full-image tower pass at all) but not
+  equivalent: each loss sees a more corrupted partner (MLM a masked image, MIM masked text, ITM
+  both masked), which makes the tasks harder and the ITM head less calibrated on clean pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+from core.checkpoint import read_checkpoint
+from core.encoder import Encoder
+from core.errors import CheckpointError
+from core.losses import itm_loss, mae_loss, mlm_loss
+from core.system import CHECKPOINT_KEY, BaseSystem
+from core.tokenizers import build_tokenizer, whole_word_mask
+from core.towers.mae import patchify
+from core.transforms import ImageTransform
+from domains.medical.dicom import image_reader
+from domains.medical.model import M3AEBackbone, MLMHead, PixelDecoder, VQAHead, itm_pairs
+
+EVAL_SEED = 0
+"""Validation masks and ITM pairs are drawn from this seed, so validation losses are comparable."""
+
+SHARED_HPARAMS = ("tokenizer", "context_length", "text_backbone", "hidden", "fusion_layers")
+
+
+class M3AESystem(BaseSystem):
+    """The backbone and tokenizer shared by pretraining and fine-tuning."""
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        patch: int = 8,
+        in_chans: int = 3,
+        vision_width: int = 128,
+        vision_depth: int = 4,
+        vision_heads: int = 4,
+        text_backbone: str = "builtin",
+        tokenizer: str = "multilingual",
+        context_length: int = 96,
+        text_width: int = 128,
+        text_depth: int = 2,
+        text_heads: int = 4,
+        hidden: int = 128,
+        fusion_layers: int = 2,
+        fusion_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            image_size: input side (MIM/ITM pretraining and VQA may differ: positions are sin-cos).
+            patch: ViT patch side.
+            in_chans: image channels (3: grayscale is repeated by the reader).
+            vision_width: ViT width.
+            vision_depth: ViT blocks.
+            vision_heads: ViT attention heads.
+            text_backbone: ``builtin``, ``roberta`` (random weights) or ``hf:<local folder>``.
+            tokenizer: ``multilingual`` (offline bytes) or ``hf:<folder>`` (RoBERTa's BPE).
+            context_length: text tokens (M3AE: 64 subwords).
+            text_width: text tower width (ignored for ``hf:`` towers).
+            text_depth: text tower blocks.
+            text_heads: text tower attention heads.
+            hidden: fusion width.
+            fusion_layers: co-attention layers per stream (M3AE: 6).
+            fusion_heads: fusion attention heads.
+            mlp_ratio: MLP width over model width in every block.
+        """
+        super().__init__(**kwargs)
+        self.tokenizer = build_tokenizer(tokenizer, context_length)
+        self.backbone = M3AEBackbone(
+            image_size=image_size,
+            patch=patch,
+            in_chans=in_chans,
+            vision_width=vision_width,
+            vision_depth=vision_depth,
+            vision_heads=vision_heads,
+            text_backbone=text_backbone,
+            vocab_size=self.tokenizer.vocab_size,
+            text_width=text_width,
+            text_depth=text_depth,
+            text_heads=text_heads,
+            context_length=context_length,
+            pad_id=self.tokenizer.pad_id,
+            hidden=hidden,
+            fusion_layers=fusion_layers,
+            fusion_heads=fusion_heads,
+            mlp_ratio=mlp_ratio,
+        )
+
+    def tokenize(self, texts: Sequence[str]) -> Tensor:
+        return self.tokenizer(list(texts)).to(self.device)
+
+    def fused_pooled(self, images: Tensor, ids: Tensor) -> Tensor:
+        """``[B, 2·hidden]`` for whole images and clean (or masked) texts, row by row."""
+        image, _, _ = self.backbone.encode_image(images)
+        text, padding = self.backbone.encode_text(ids)
+        image, text, _ = self.backbone.fuse(image, text, padding)
+        return self.backbone.pool(image, text)
+
+    def image_loader(self) -> Any:
+        pre = self.preprocessing
+        transform = ImageTransform(
+            pre["image_size"], pre["mean"], pre["std"], max_pixel_value=pre["max_pixel_value"]
+        )
+
+        def load_image(path: str | Path) -> Tensor:
+            return transform(image_reader(path))
+
+        return load_image
+
+
+class M3AEPretrainSystem(M3AESystem):
+    """Masked image + masked text modelling with image-text matching; loss = MLM + MIM + ITM."""
+
+    def __init__(
+        self,
+        passes: Literal["joint", "reference"] = "joint",
+        image_mask_ratio: float = 0.75,
+        text_mask_ratio: float = 0.15,
+        mim_layer: int | None = None,
+        decoder_width: int = 64,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        norm_pix_loss: bool = True,
+        loss_weights: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            passes: ``joint`` (one pass, default: cheaper) or ``reference`` (three, as the authors).
+            image_mask_ratio: fraction of patches hidden from the image tower (0 = none: the
+                reconstruction then covers every patch, for timing against masking).
+            text_mask_ratio: fraction of words masked (whole-word masking).
+            mim_layer: fusion layers the pixel decoder reads after (default: half of them).
+            decoder_width: pixel decoder width (M3AE: 384).
+            decoder_depth: pixel decoder blocks (M3AE: 4).
+            decoder_heads: pixel decoder heads (M3AE: 6).
+            norm_pix_loss: reconstruct per-patch normalised pixels (MAE's target).
+            loss_weights: ``{"mlm", "mim", "itm"}`` weights of the total (default 1 each).
+        """
+        super().__init__(**kwargs)
+        if passes not in ("joint", "reference"):
+            raise ValueError(f"passes must be 'joint' or 'reference', got {passes!r}")
+        hp = self.hparams
+        fusion_layers = hp.fusion_layers
+        self.mim_layer = fusion_layers // 2 if mim_layer is None else mim_layer
+        if not 0 <= self.mim_layer <= fusion_layers:
+            raise ValueError(f"mim_layer must be in [0, {fusion_layers}], got {mim_layer}")
+        self.loss_weights = {"mlm": 1.0, "mim": 1.0, "itm": 1.0, **(loss_weights or {})}
+        vision = self.backbone.vision
+        self.pixel_decoder = PixelDecoder(
+            vision.num_patches,
+            hp.patch,
+            hp.in_chans,
+            hp.hidden,
+            decoder_width,
+            decoder_depth,
+            decoder_heads,
+        )
+        self.mlm_head = MLMHead(hp.hidden, self.tokenizer.vocab_size)
+        self.itm_head = torch.nn.Linear(2 * hp.hidden, 2)
+
+    def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
+        images, texts = batch["image"], batch["text"]
+        generator = None if stage == "train" else torch.Generator().manual_seed(EVAL_SEED)
+        ids = self.tokenize(texts)
+        masked_ids, mlm_labels = whole_word_mask(
+            ids, self.tokenizer, self.hparams.text_mask_ratio, generator
+        )
+        itm_labels, partner = itm_pairs(len(texts), generator)
+        itm_labels, partner = itm_labels.to(self.device), partner.to(self.device)
+        run = self._joint if self.hparams.passes == "joint" else self._reference
+        mlm_logits, (pixels, mask), itm_logits = run(
+            images, ids, masked_ids, itm_labels, partner, generator
+        )
+        target = patchify(images, self.hparams.patch)
+        if self.hparams.image_mask_ratio == 0:
+            mask = torch.ones_like(mask)
+        losses = {
+            "mlm": mlm_loss(mlm_logits, mlm_labels),
+            "mim": mae_loss(pixels, target, mask, self.hparams.norm_pix_loss),
+            "itm": itm_loss(itm_logits, itm_labels),
+        }
+        losses["loss"] = sum(
+            self.loss_weights[name] * losses[name] for name in ("mlm", "mim", "itm")
+        )
+        predicted = mlm_logits.argmax(-1)
+        labelled = mlm_labels != -100
+        losses["mlm_acc"] = (predicted[labelled] == mlm_labels[labelled]).float().mean()
+        losses["itm_acc"] = (itm_logits.argmax(-1) == itm_labels).float().mean()
+        return losses
+
+    def _joint(
+        self,
+        images: Tensor,
+        ids: Tensor,
+        masked_ids: Tensor,
+        itm_labels: Tensor,
+        partner: Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+        batch = images.shape[0]
+        image, mask, ids_restore = self.backbone.encode_image(
+            images, self.hparams.image_mask_ratio, generator
+        )
+        text, padding = self.backbone.encode_text(masked_ids)
+        negatives = (itm_labels == 0).nonzero().squeeze(1)
+        image_out, text_out, image_k = self.backbone.fuse(
+            torch.cat([image, image[partner[negatives]]]),
+            torch.cat([text, text[negatives]]),
+            torch.cat([padding, padding[negatives]]),
+            return_image_after=self.mim_layer,
+        )
+        pixels = self.pixel_decoder(image_k[:batch], ids_restore)
+        rows = torch.arange(batch, device=images.device)
+        rows[negatives] = batch + torch.arange(len(negatives), device=images.device)
+        pooled = self.backbone.pool(image_out, text_out)[rows]
+        return self.mlm_head(text_out[:batch]), (pixels, mask), self.itm_head(pooled)
+
+    def _reference(
+        self,
+        images: Tensor,
+        ids: Tensor,
+        masked_ids: Tensor,
+        itm_labels: Tensor,
+        partner: Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+        backbone = self.backbone
+        full_image, _, _ = backbone.encode_image(images)
+        masked_text, masked_padding = backbone.encode_text(masked_ids)
+        _, mlm_text, _ = backbone.fuse(full_image, masked_text, masked_padding)
+        visible, mask, ids_restore = backbone.encode_image(
+            images, self.hparams.image_mask_ratio, generator
+        )
+        # The clean text encodes the same for MIM and ITM, so it is computed once.
+        text, padding = backbone.encode_text(ids)
+        _, _, image_k = backbone.fuse(visible, text, padding, return_image_after=self.mim_layer)
+        pixels = self.pixel_decoder(image_k, ids_restore)
+        swapped, _, _ = backbone.encode_image(images[partner])
+        itm_image, itm_text, _ = backbone.fuse(swapped, text, padding)
+        pooled = backbone.pool(itm_image, itm_text)
+        return self.mlm_head(mlm_text), (pixels, mask), self.itm_head(pooled)
+
+    @torch.no_grad()
+    def itm_scores(self, images: Tensor, texts: Sequence[str]) -> Tensor:
+        """``[B, T]`` matching logits (log-odds of "matches") for every image-text pair."""
+        ids = self.tokenize(texts)
+        rows = [torch.zeros(0, len(texts), device=self.device)]
+        for image in images.to(self.device):
+            logits = self.itm_head(self.fused_pooled(image.expand(len(texts), -1, -1, -1), ids))
+            rows.append((logits[:, 1] - logits[:, 0])[None])
+        return torch.cat(rows)
+
+    @torch.no_grad()
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Mean of the image tower's projected tokens: the shortlist embedding for retrieval."""
+        tokens, _, _ = self.backbone.encode_image(images.to(self.device))
+        return tokens.mean(dim=1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Mean over the real (non-pad) text tokens of the text tower, projected."""
+        tokens, padding = self.backbone.encode_text(self.tokenize(texts))
+        keep = (~padding).unsqueeze(-1).float()
+        return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+
+    def encoder(self) -> Encoder:
+        """Embeddings for a FAISS shortlist; ``score_fn`` (the ITM head) for zero-shot and ranking."""
+        return Encoder(
+            name="medical:m3ae",
+            image_fn=self.encode_image,
+            text_fn=self.encode_text,
+            load_image=self.image_loader(),
+            modules=[self.backbone, self.itm_head],
+            preprocessing=dict(self.preprocessing),
+            score_fn=self.itm_scores,
+        )
+
+
+class VQAAccuracy(Metric):
+    """Overall, open and closed accuracy, summed over batches (and ranks) before dividing."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("correct_open", "total_open", "correct_closed", "total_closed"):
+            self.add_state(name, default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(
+        self, predictions: Tensor, answer_index: Tensor, answer_types: Sequence[str]
+    ) -> None:
+        correct = (predictions == answer_index).float().cpu()
+        closed = torch.tensor([kind == "closed" for kind in answer_types])
+        if closed.shape != correct.shape:
+            raise ValueError(f"{len(answer_types)} answer types for {correct.numel()} predictions")
+        self.correct_closed += correct[closed].sum()
+        self.total_closed += closed.sum()
+        self.correct_open += correct[~closed].sum()
+        self.total_open += (~closed).sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        """Accuracies of the answer types present (an empty type has no accuracy)."""
+        totals = {
+            "overall": (
+                self.correct_open + self.correct_closed,
+                self.total_open + self.total_closed,
+            ),
+            "open": (self.correct_open, self.total_open),
+            "closed": (self.correct_closed, self.total_closed),
+        }
+        return {name: correct / total for name, (correct, total) in totals.items() if total > 0}
+
+
+class M3AEVQASystem(M3AESystem):
+    """VQA as classification over the training answers, from a pretrained M3AE backbone."""
+
+    def __init__(
+        self, classes: list[str] | None = None, init_from: str | None = None, **kwargs: Any
+    ) -> None:
+        """
+        Args:
+            classes: the answer vocabulary (default: the DataModule's training answers).
+            init_from: an ``M3AEPretrainSystem`` checkpoint whose backbone starts fine-tuning
+                (``null`` = from scratch).
+        """
+        super().__init__(**kwargs)
+        self.head = VQAHead(2 * self.hparams.hidden, len(classes)) if classes else None
+        self.train_accuracy = VQAAccuracy()
+        self.val_accuracy = VQAAccuracy()
+        self.test_accuracy = VQAAccuracy()
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.hparams.init_from:
+            self.load_backbone(self.hparams.init_from)
+        if self.head is None:
+            classes = self.trainer.datamodule.classes()
+            self.hparams["classes"] = classes
+            self.head = VQAHead(2 * self.hparams.hidden, len(classes)).to(self.device)
+
+    def load_backbone(self, path: str) -> None:
+        checkpoint = read_checkpoint(path)
+        source = checkpoint.get(CHECKPOINT_KEY, {}).get("init_args", {})
+        for key in SHARED_HPARAMS:
+            if key in source and source[key] != self.hparams[key]:
+                raise CheckpointError(
+                    f"init_from {path!r} was trained with {key}={source[key]!r}, but this config "
+                    f"says {key}={self.hparams[key]!r}; make them equal"
+                )
+        state = {
+            key.removeprefix("backbone."): value
+            for key, value in checkpoint.get("state_dict", {}).items()
+            if key.startswith("backbone.")
+        }
+        try:
+            self.backbone.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"init_from {path!r} does not fit this backbone (sizes differ?): "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+
+    def forward(self, images: Tensor, questions: Sequence[str]) -> Tensor:
+        return self.head(self.fused_pooled(images, self.tokenize(questions)))
+
+    def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
+        logits = self(batch["image"], batch["question"])
+        answers = batch["answer_index"]
+        # M3AE's soft-target BCE, summed over answers; one answer per question here, and an
+        # answer outside the vocabulary is an all-zero target.
+        targets = F.one_hot(answers.clamp(min=0), logits.shape[1]).float()
+        targets[answers < 0] = 0.0
+        loss = F.binary_cross_entropy_with_logits(logits, targets) * logits.shape[1]
+        self.accuracy(stage).update(logits.argmax(-1), answers, batch["answer_type"])
+        return {"loss": loss}
+
+    def accuracy(self, stage: str) -> VQAAccuracy:
+        return getattr(self, f"{stage}_accuracy")
+
+    def _log_accuracy(self, stage: str) -> None:
+        for name, value in self.accuracy(stage).compute().items():
+            self.log(f"{stage}/vqa_{name}_acc", value, prog_bar=name == "overall")
+        self.accuracy(stage).reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_accuracy("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracy("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy("test")

@@ -1,0 +1,113 @@
+"""Semantic Augmentation Module and semantic experts (after arXiv 2506.21863), as plain modules.
+
+Visual features query a knowledge base of remote-sensing concepts at two levels: patch tokens ask
+for objects ("storage tank", "ship"), the global embedding asks for scenes ("harbor", "forest").
+Each level's top-k entries become cue tokens; one expert per level cross-attends from the task
+query and the image to its own level's cues (hard routing), and an optional learned gate mixes
+the experts. With retrieval off the experts see no cues, so the ablation differs only in knowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+LEVELS = ("object", "scene")
+
+
+class SemanticExpert(nn.Module):
+    """Cross-attention from query tokens to one level's cues, then a feed-forward block."""
+
+    def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_cues = nn.LayerNorm(dim)
+        self.cross_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, queries: Tensor, cues: Tensor | None) -> Tensor:
+        """``queries [B, Q, dim]``, ``cues [B, K, dim]`` or None → the first query token ``[B, dim]``."""
+        if cues is not None:
+            attended, _ = self.cross_attention(
+                self.norm_query(queries), self.norm_cues(cues), self.norm_cues(cues)
+            )
+            queries = queries + attended
+        queries = queries + self.mlp(self.norm_mlp(queries))
+        return queries[:, 0]
+
+
+class SemanticExperts(nn.Module):
+    """Cue tokens per level → one expert per level → gated (or averaged) fusion."""
+
+    def __init__(
+        self,
+        joint_dim: int,
+        visual_dim: int,
+        dim: int = 128,
+        heads: int = 4,
+        levels: Sequence[str] = LEVELS,
+        learned_gate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.levels = tuple(levels)
+        self.cue_projection = nn.Linear(joint_dim + 1, dim)  # cue embedding + its retrieval score
+        self.level_embedding = nn.Parameter(torch.zeros(len(self.levels), dim))
+        self.query_projection = nn.Linear(joint_dim, dim)
+        self.patch_projection = nn.Linear(visual_dim, dim)
+        self.global_projection = nn.Linear(joint_dim, dim)
+        self.experts = nn.ModuleDict({level: SemanticExpert(dim, heads) for level in self.levels})
+        self.gate = nn.Linear(dim, len(self.levels)) if learned_gate else None
+        self.out_dim = 2 * dim
+
+    def cue_tokens(self, level: str, vectors: Tensor, scores: Tensor) -> Tensor:
+        """``vectors [B, K, joint_dim]`` and ``scores [B, K]`` → cue tokens ``[B, K, dim]``."""
+        tokens = self.cue_projection(torch.cat([vectors, scores.unsqueeze(-1)], dim=-1))
+        return tokens + self.level_embedding[self.levels.index(level)]
+
+    def forward(
+        self,
+        query: Tensor,
+        global_embedding: Tensor,
+        patch_tokens: Tensor,
+        cues: dict[str, tuple[Tensor, Tensor]] | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Fused features ``[B, 2·dim]`` (query+image summary, expert mixture) and gate weights.
+
+        ``query``: the task prompt or question embedding ``[B, joint_dim]``; ``global_embedding``
+        ``[B, joint_dim]``; ``patch_tokens [B, N, visual_dim]``; ``cues``: level → (vectors,
+        scores), or None with retrieval off.
+        """
+        summary = self.query_projection(query) + self.global_projection(global_embedding)
+        tokens = torch.cat([summary.unsqueeze(1), self.patch_projection(patch_tokens)], dim=1)
+        outputs = []
+        for level in self.levels:
+            level_cues = None if cues is None else self.cue_tokens(level, *cues[level])
+            outputs.append(self.experts[level](tokens, level_cues))
+        stacked = torch.stack(outputs, dim=1)  # [B, levels, dim]
+        if self.gate is not None:
+            weights = self.gate(summary).softmax(dim=-1)
+        else:
+            weights = stacked.new_full(stacked.shape[:2], 1.0 / len(self.levels))
+        mixture = (weights.unsqueeze(-1) * stacked).sum(dim=1)
+        return torch.cat([summary, mixture], dim=-1), weights
+
+
+class ClassifierHead(nn.Module):
+    """Linear → LayerNorm → GELU → Linear, the VQA head of M3AE/METER, also used for scenes."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or 2 * in_dim
+        self.layers = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.layers(features)

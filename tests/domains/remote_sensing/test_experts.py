@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from domains.remote_sensing import PLUGIN
+from domains.remote_sensing.datamodule import RSSceneDataModule, RSVQADataModule
+from domains.remote_sensing.model import SemanticExpert, SemanticExperts
+from domains.remote_sensing.task import RSMCLIP, SemanticExpertsSystem
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory) -> Path:
+    return PLUGIN.write_sample(tmp_path_factory.mktemp("rs") / "sample", size="small")
+
+
+@pytest.fixture(scope="module")
+def clip_checkpoint(tmp_path_factory) -> Path:
+    system = RSMCLIP(in_chans=4, distill_weight=0.0)
+    checkpoint = {"state_dict": system.state_dict()}
+    system.on_save_checkpoint(checkpoint)
+    path = tmp_path_factory.mktemp("clip") / "clip.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def make_system(clip_checkpoint: Path, datamodule, **kwargs) -> SemanticExpertsSystem:
+    system = SemanticExpertsSystem(
+        init_from=str(clip_checkpoint), in_chans=4, k_object=3, k_scene=2, dim=32, **kwargs
+    )
+    trainer = type("T", (), {"datamodule": datamodule})()
+    system._trainer = trainer  # setup only reads trainer.datamodule
+    system.setup("fit")
+    return system
+
+
+def test_expert_without_cues_is_the_feed_forward_path_only():
+    torch.manual_seed(0)
+    expert = SemanticExpert(16, heads=2)
+    queries = torch.randn(2, 5, 16)
+    expected = queries + expert.mlp(expert.norm_mlp(queries))
+    assert torch.allclose(expert(queries, None), expected[:, 0])
+    cues = torch.randn(2, 3, 16)
+    assert not torch.allclose(expert(queries, cues), expected[:, 0])
+
+
+def test_gate_weights_are_a_distribution_and_mix_the_experts():
+    experts = SemanticExperts(joint_dim=8, visual_dim=12, dim=16, heads=2)
+    cues = {level: (torch.randn(2, 3, 8), torch.rand(2, 3)) for level in ("object", "scene")}
+    features, gate = experts(torch.randn(2, 8), torch.randn(2, 8), torch.randn(2, 4, 12), cues)
+    assert features.shape == (2, 32) and gate.shape == (2, 2)
+    assert torch.allclose(gate.sum(-1), torch.ones(2))
+
+
+def test_retrieval_returns_the_exact_top_k_of_the_right_level(sample_root, clip_checkpoint):
+    datamodule = RSSceneDataModule(root=str(sample_root), bands=[3, 2, 1, 4])
+    system = make_system(clip_checkpoint, datamodule)
+    assert system.knowledge_vectors.abs().sum() > 0  # embedded with the loaded text tower
+    queries = torch.nn.functional.normalize(
+        torch.randn(3, system.knowledge_vectors.shape[1]), dim=-1
+    )
+    vectors, scores = system.retrieve(queries, "scene", k=2, per_image=1)
+    levels = [r["level"] for r in system.records]
+    scene_rows = torch.tensor([i for i, level in enumerate(levels) if level == "scene"])
+    exact = queries @ system.knowledge_vectors[scene_rows].T
+    top = exact.topk(2, dim=1)
+    assert torch.allclose(scores, top.values, atol=1e-5)
+    assert torch.allclose(vectors, system.knowledge_vectors[scene_rows[top.indices]], atol=1e-6)
+
+
+def test_scene_and_vqa_steps_train_only_the_new_modules(sample_root, clip_checkpoint):
+    for task, datamodule in (
+        ("scene", RSSceneDataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=4)),
+        ("vqa", RSVQADataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=4)),
+    ):
+        datamodule.setup("fit")
+        system = make_system(clip_checkpoint, datamodule, task=task)
+        assert len(system.hparams.classes) == len(datamodule.classes())
+        batch = next(iter(datamodule.train_dataloader()))
+        losses = system.compute_losses(batch, "train")
+        losses["loss"].backward()
+        assert all(p.grad is None for p in system.clip.parameters())
+        assert system.head.layers[0].weight.grad is not None
+        assert 0.0 <= float(losses["acc"]) <= 1.0
+
+
+def test_ablation_switch_changes_only_the_cues(sample_root, clip_checkpoint):
+    datamodule = RSSceneDataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=4)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    with_knowledge = make_system(clip_checkpoint, datamodule)
+    without = make_system(clip_checkpoint, datamodule, use_retrieval=False)
+    without.load_state_dict(with_knowledge.state_dict())
+    on, _ = with_knowledge(batch["image"], ["q"] * 4)
+    off, _ = without(batch["image"], ["q"] * 4)
+    assert on.shape == off.shape and not torch.allclose(on, off)
