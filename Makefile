@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env test test-all lint format demo bench clean-env
+.PHONY: env test test-all lint format demo demo-remote-sensing bench clean-env
 
 $(VENV)/.installed:
 	@mkdir -p $(CACHE_DIR)
@@ -39,8 +39,34 @@ format: env
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-demo: env
-	$(PY) -m core.demo
+DVLM := $(VENV)/bin/domainvlm
+RS_DATA := data/samples/remote_sensing
+RS_RUNS := runs/remote_sensing
+RS_CLIP := $(RS_RUNS)/tiny/checkpoints/last.ckpt
+RS_EXPERTS := configs/remote_sensing/semantic_experts.yaml
+
+demo: env demo-remote-sensing
+
+# sample data -> RS-M-CLIP -> zero-shot + retrieval per language -> semantic experts with and
+# without retrieval -> knowledge base -> one zero-shot prediction on a GeoTIFF and one KB search.
+# Reruns resume from the last checkpoints instead of training again.
+demo-remote-sensing: env
+	$(DVLM) sample-data remote_sensing --out $(RS_DATA) --size demo
+	$(DVLM) fit --config configs/remote_sensing/tiny.yaml --ckpt_path last
+	$(DVLM) eval zeroshot --checkpoint $(RS_CLIP) --data $(RS_DATA) --lang all --table \
+		--confusion-matrix $(RS_RUNS)/tiny/confusion_matrix_en.png
+	$(DVLM) eval retrieval --checkpoint $(RS_CLIP) --data $(RS_DATA) --table
+	$(DVLM) fit --config $(RS_EXPERTS) --ckpt_path last
+	$(DVLM) fit --config $(RS_EXPERTS) --config configs/remote_sensing/no_retrieval.yaml --ckpt_path last
+	$(DVLM) test --config $(RS_EXPERTS) --ckpt_path $(RS_RUNS)/semantic_experts/checkpoints/last.ckpt
+	$(DVLM) test --config $(RS_EXPERTS) --config configs/remote_sensing/no_retrieval.yaml \
+		--ckpt_path $(RS_RUNS)/semantic_experts_no_retrieval/checkpoints/last.ckpt
+	$(DVLM) kb build --domain remote_sensing --checkpoint $(RS_CLIP) --out $(RS_RUNS)/knowledge_base
+	$(DVLM) zeroshot --checkpoint $(RS_CLIP) --lang de \
+		--classes "Wald,Fluss,Meer oder See,Industriegebiet,Wohngebiet" \
+		$(RS_DATA)/scene_classes/Forest/$$(ls $(RS_DATA)/scene_classes/Forest | head -n 1)
+	$(DVLM) kb search $(RS_RUNS)/knowledge_base --text "ships moored in a harbour" -k 5 \
+		--filter level=object --filter lang=en
 
 bench: env
 	$(PY) benchmarks/train_step.py

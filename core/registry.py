@@ -58,6 +58,8 @@ class DomainPlugin:
     """``zeroshot_data(root, split, lang)``: labelled images of a dataset root (sample or real)."""
     retrieval_data: Callable[[Path, str], RetrievalData] | None = None
     """``retrieval_data(root, split)``: captioned images of a dataset root."""
+    templates: Callable[[str], list[str]] | None = None
+    """``templates(lang)``: the domain's zero-shot prompt templates (``{}`` is the class name)."""
     languages: tuple[str, ...] = ("en",)
 
     def configs(self) -> list[Path]:

@@ -2,6 +2,10 @@
 
     domainvlm eval zeroshot --checkpoint C --data D [--lang xx|all] [--confusion-matrix cm.png]
     domainvlm eval retrieval --checkpoint C --data D [--table]
+    domainvlm eval zeroshot --config configs/remote_sensing/eval/remoteclip.yaml --data D
+
+An eval config is a YAML file of these options (checkpoint, domain, lang, templates, ...); flags
+given after --config override it.
 
 --data is a domain dataset root (sample data or your copy of the real dataset; its held-out split
 is used) when the domain is known from --domain or from the checkpoint's system. Otherwise, for
@@ -51,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     retrieval = tasks.add_parser("retrieval", help="image/text recall@1,5,10 and their mean (mR)")
     for task in (zeroshot, retrieval):
         task.add_argument(
-            "--checkpoint", required=True, help="checkpoint or openclip:/hf-hub: spec"
+            "--config", action=LoadConfig, help="YAML file of these options (flags after it win)"
         )
-        task.add_argument("--data", required=True, type=Path, help="dataset root or file")
+        task.add_argument("--checkpoint", help="checkpoint or openclip:/hf-hub: spec (required)")
+        task.add_argument("--data", type=Path, help="dataset root or file (required)")
         task.add_argument("--domain", help="domain of --data (default: the checkpoint's domain)")
         task.add_argument("--split", default="test", help="split of a domain dataset root")
         task.add_argument("--batch-size", type=int, default=32)
@@ -75,8 +80,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     zeroshot.add_argument("--confusion-matrix", type=Path, help="write a confusion-matrix PNG")
 
 
+class LoadConfig(argparse.Action):
+    """``--config FILE``: set options from a YAML mapping, as if given on the command line."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        import yaml
+
+        path = Path(value)
+        try:
+            options = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            parser.error(f"cannot read eval config {str(path)!r}: {exc}")
+        if not isinstance(options, dict):
+            parser.error(f"eval config {str(path)!r} must be a mapping of option: value")
+        known = {action.dest for action in parser._actions}
+        for key, option in options.items():
+            dest = key.replace("-", "_")
+            if dest not in known or dest == "config":
+                parser.error(f"eval config {str(path)!r}: unknown option {key!r}")
+            setattr(namespace, dest, option)
+
+
 def run(args: argparse.Namespace) -> int:
     from core.encoders import load_encoder_and_system
+
+    for required in ("checkpoint", "data"):
+        if not getattr(args, required):
+            raise EvaluationDataError(f"eval {args.task} needs --{required} (or it in --config)")
+    args.data = Path(args.data)
 
     encoder, system = load_encoder_and_system(args.checkpoint)
     plugin = resolve_domain(args.domain, type(system).__module__ if system is not None else None)

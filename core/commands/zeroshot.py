@@ -51,15 +51,21 @@ def parse_classes(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from core.encoders import load_encoder
-    from core.images import ImageReadError
+    from core.commands.evaluate import resolve_domain
+    from core.encoders import load_encoder_and_system
+    from core.errors import DomainVLMError
     from core.zeroshot import ZeroShotClassifier, load_templates, templates_for
 
     classes = parse_classes(args.classes)
-    templates = (
-        load_templates(args.templates, args.lang) if args.templates else templates_for(args.lang)
-    )
-    classifier = ZeroShotClassifier(load_encoder(args.checkpoint), batch_size=args.batch_size)
+    encoder, system = load_encoder_and_system(args.checkpoint)
+    plugin = resolve_domain(None, type(system).__module__ if system is not None else None)
+    if args.templates:
+        templates = load_templates(args.templates, args.lang)
+    elif plugin is not None and plugin.templates is not None:
+        templates = plugin.templates(args.lang)
+    else:
+        templates = templates_for(args.lang)
+    classifier = ZeroShotClassifier(encoder, batch_size=args.batch_size)
     failed = False
     for start in range(0, len(args.images), args.batch_size):
         chunk = args.images[start : start + args.batch_size]
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         for path in chunk:
             try:
                 loaded.append((path, classifier.encoder.load_image(path)))
-            except ImageReadError as exc:
+            except (DomainVLMError, OSError, ValueError) as exc:
                 lines[path] = {"image": path, "error": str(exc)}
                 failed = True
         if loaded:

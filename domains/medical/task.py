@@ -42,23 +42,27 @@ SHARED_HPARAMS = ("tokenizer", "context_length", "text_backbone", "hidden", "fus
 
 
 class M3AESystem(BaseSystem):
-    """The backbone and tokenizer shared by pretraining and fine-tuning."""
+    """The backbone and tokenizer shared by pretraining and fine-tuning.
+
+    Defaults are the sizes of the offline tiny configs; ``configs/medical/m3ae_base.yaml`` has the
+    paper's.
+    """
 
     def __init__(
         self,
         image_size: int = 64,
         patch: int = 8,
         in_chans: int = 3,
-        vision_width: int = 128,
+        vision_width: int = 64,
         vision_depth: int = 4,
         vision_heads: int = 4,
         text_backbone: str = "builtin",
         tokenizer: str = "multilingual",
-        context_length: int = 96,
-        text_width: int = 128,
+        context_length: int = 128,
+        text_width: int = 64,
         text_depth: int = 2,
         text_heads: int = 4,
-        hidden: int = 128,
+        hidden: int = 64,
         fusion_layers: int = 2,
         fusion_heads: int = 4,
         mlp_ratio: float = 4.0,
@@ -106,7 +110,11 @@ class M3AESystem(BaseSystem):
         )
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
-        return self.tokenizer(list(texts)).to(self.device)
+        """Ids cut after the batch's longest text: padding is masked out, so results are equal
+        and short questions do not pay for the full context length."""
+        ids = self.tokenizer(list(texts))
+        length = int((ids != self.tokenizer.pad_id).sum(dim=1).max()) if len(ids) else 0
+        return ids[:, : max(length, 1)].to(self.device)
 
     def fused_pooled(self, images: Tensor, ids: Tensor) -> Tensor:
         """``[B, 2·hidden]`` for whole images and clean (or masked) texts, row by row."""
@@ -137,7 +145,7 @@ class M3AEPretrainSystem(M3AESystem):
         text_mask_ratio: float = 0.15,
         mim_layer: int | None = None,
         decoder_width: int = 64,
-        decoder_depth: int = 2,
+        decoder_depth: int = 1,
         decoder_heads: int = 4,
         norm_pix_loss: bool = True,
         loss_weights: dict[str, float] | None = None,
@@ -188,23 +196,24 @@ class M3AEPretrainSystem(M3AESystem):
         itm_labels, partner = itm_pairs(len(texts), generator)
         itm_labels, partner = itm_labels.to(self.device), partner.to(self.device)
         run = self._joint if self.hparams.passes == "joint" else self._reference
-        mlm_logits, (pixels, mask), itm_logits = run(
+        mlm_text, (pixels, mask), itm_logits = run(
             images, ids, masked_ids, itm_labels, partner, generator
         )
+        # The vocabulary projection runs on the masked positions only: the others carry no loss.
+        labelled = mlm_labels != -100
+        mlm_logits = self.mlm_head(mlm_text[labelled])
         target = patchify(images, self.hparams.patch)
         if self.hparams.image_mask_ratio == 0:
             mask = torch.ones_like(mask)
         losses = {
-            "mlm": mlm_loss(mlm_logits, mlm_labels),
+            "mlm": mlm_loss(mlm_logits[None], mlm_labels[labelled][None]),
             "mim": mae_loss(pixels, target, mask, self.hparams.norm_pix_loss),
             "itm": itm_loss(itm_logits, itm_labels),
         }
         losses["loss"] = sum(
             self.loss_weights[name] * losses[name] for name in ("mlm", "mim", "itm")
         )
-        predicted = mlm_logits.argmax(-1)
-        labelled = mlm_labels != -100
-        losses["mlm_acc"] = (predicted[labelled] == mlm_labels[labelled]).float().mean()
+        losses["mlm_acc"] = (mlm_logits.argmax(-1) == mlm_labels[labelled]).float().mean()
         losses["itm_acc"] = (itm_logits.argmax(-1) == itm_labels).float().mean()
         return losses
 
@@ -233,7 +242,7 @@ class M3AEPretrainSystem(M3AESystem):
         rows = torch.arange(batch, device=images.device)
         rows[negatives] = batch + torch.arange(len(negatives), device=images.device)
         pooled = self.backbone.pool(image_out, text_out)[rows]
-        return self.mlm_head(text_out[:batch]), (pixels, mask), self.itm_head(pooled)
+        return text_out[:batch], (pixels, mask), self.itm_head(pooled)
 
     def _reference(
         self,
@@ -258,7 +267,7 @@ class M3AEPretrainSystem(M3AESystem):
         swapped, _, _ = backbone.encode_image(images[partner])
         itm_image, itm_text, _ = backbone.fuse(swapped, text, padding)
         pooled = backbone.pool(itm_image, itm_text)
-        return self.mlm_head(mlm_text), (pixels, mask), self.itm_head(pooled)
+        return mlm_text, (pixels, mask), self.itm_head(pooled)
 
     @torch.no_grad()
     def itm_scores(self, images: Tensor, texts: Sequence[str]) -> Tensor:

@@ -7,6 +7,7 @@ from domains.remote_sensing.evaluation_data import retrieval_data, zeroshot_data
 from domains.remote_sensing.io import image_reader
 from domains.remote_sensing.knowledge import LANGUAGES, knowledge_records
 from domains.remote_sensing.sample import write_sample
+from domains.remote_sensing.templates import templates
 
 PLUGIN = DomainPlugin(
     name="remote_sensing",
@@ -24,5 +25,6 @@ PLUGIN = DomainPlugin(
     image_readers={".tif": image_reader, ".tiff": image_reader},
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
+    templates=templates,
     languages=LANGUAGES,
 )

@@ -320,3 +320,21 @@ def test_kb_build_rejects_bad_jsonl_lines(tmp_path: Path, checkpoint: Path, caps
 def test_serve_refuses_a_malformed_kb_argument(checkpoint: Path, capsys):
     code, _, err = run_cli(capsys, "serve", "--checkpoint", checkpoint, "--kb", "nodir")
     assert code == 1 and "NAME=DIR" in err
+
+
+def test_eval_table_has_one_row_per_language_in_percent():
+    from core.commands.evaluate import format_table
+
+    result = {
+        "task": "zeroshot",
+        "lang": "all",
+        "per_language": {
+            "en": {"acc1": 0.5, "mean_per_class_recall": 0.25, "num_classes": 3},
+            "de": {"acc1": 0.125, "mean_per_class_recall": 1.0, "num_classes": 3},
+        },
+    }
+    lines = format_table(result).splitlines()
+    assert lines[0] == "zeroshot (percent)"
+    assert lines[1].split() == ["lang", "acc1", "mean_per_class_recall"]
+    assert lines[2].split() == ["en", "50.0", "25.0"]
+    assert lines[3].split() == ["de", "12.5", "100.0"]

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from core.checkpoint import load_system
+from core.cli import main
+from core.errors import CheckpointError
+from core.zeroshot import ZeroShotClassifier
+from domains.medical import PLUGIN
+from domains.medical.datamodule import MedicalPretrainDataModule, MedicalVQADataModule
+from domains.medical.task import M3AEPretrainSystem, M3AEVQASystem
+from domains.medical.text import AnnotationError, normalize_answer
+
+CONFIGS = Path(__file__).parents[3] / "configs" / "medical"
+SMALL = dict(vision_width=32, text_width=32, hidden=32)
+"""Narrower than the tiny configs so the fits in these tests take seconds."""
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory) -> Path:
+    return PLUGIN.write_sample(tmp_path_factory.mktemp("medical") / "sample", size="small")
+
+
+def fit(config_name: str, root: Path, tmp_path: Path, model_args: dict) -> None:
+    config = yaml.safe_load((CONFIGS / config_name).read_text())
+    config["trainer"].update(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False
+    )
+    config["trainer"].pop("max_time", None)
+    config["model"]["init_args"].update(model_args)
+    config["data"]["init_args"].update(root=str(root), batch_size=8)
+    path = tmp_path / config_name
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path)])
+
+
+@pytest.fixture(scope="module")
+def pretrained(sample_root, tmp_path_factory) -> Path:
+    """A 2-step fit of tiny_pretrain.yaml through the CLI, as a user runs it."""
+    workdir = tmp_path_factory.mktemp("pretrain")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        fit("tiny_pretrain.yaml", sample_root, workdir, {**SMALL, "decoder_width": 32})
+    return workdir / "runs/medical/tiny_pretrain/checkpoints/last.ckpt"
+
+
+def test_pretrain_checkpoint_round_trip(pretrained, sample_root):
+    checkpoint = torch.load(pretrained, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    system = load_system(pretrained)
+    assert isinstance(system, M3AEPretrainSystem) and system.hparams.passes == "joint"
+    assert system.preprocessing["image_size"] == 64
+    for name, value in system.state_dict().items():
+        assert torch.equal(value, checkpoint["state_dict"][name]), name
+    datamodule = MedicalPretrainDataModule(root=str(sample_root), batch_size=4)
+    batch = next(iter(datamodule.loader("test")))
+    with torch.no_grad():
+        first = system.compute_losses(batch, "val")
+        again = load_system(pretrained).compute_losses(batch, "val")
+    assert torch.equal(first["loss"], again["loss"])
+
+
+def test_itm_scores_drive_zero_shot_classification(pretrained, sample_root):
+    system = load_system(pretrained)
+    encoder = system.encoder()
+    path = sample_root / "images" / "SYN_0000.dcm"
+    image = encoder.load_image(path)
+    assert image.shape == (3, 64, 64)
+    classes, templates = ["chest", "brain"], ["a CT of the {}.", "a radiograph of the {}."]
+    logits = ZeroShotClassifier(encoder).logits([path], classes, templates)
+    texts = [template.format(name) for name in classes for template in templates]
+    by_hand = system.itm_scores(image[None], texts).reshape(1, 2, 2).mean(dim=2)
+    assert torch.allclose(logits, by_hand, atol=1e-5)
+    assert encoder.encode_images(image[None]).shape == encoder.encode_texts(["x"]).shape == (1, 32)
+
+
+def test_vqa_fit_starts_from_the_pretrained_backbone(
+    pretrained, sample_root, tmp_path, monkeypatch
+):
+    pretrained_state = torch.load(pretrained, map_location="cpu", weights_only=True)["state_dict"]
+    system = M3AEVQASystem(classes=["yes", "no"], init_from=str(pretrained), **SMALL)
+    system.load_backbone(str(pretrained))
+    for name, value in system.backbone.state_dict().items():
+        assert torch.equal(value, pretrained_state[f"backbone.{name}"]), name
+
+    monkeypatch.chdir(tmp_path)
+    fit("tiny_vqa.yaml", sample_root, tmp_path, {**SMALL, "init_from": str(pretrained)})
+    tuned = load_system(tmp_path / "runs/medical/tiny_vqa/checkpoints/last.ckpt")
+    datamodule = MedicalVQADataModule(root=str(sample_root), batch_size=4)
+    assert tuned.hparams.classes == datamodule.classes()
+    batch = next(iter(datamodule.loader("test")))
+    with torch.no_grad():
+        logits = tuned(batch["image"], batch["question"])
+    assert logits.shape == (4, len(datamodule.classes()))
+    metrics = (tmp_path / "runs/medical/tiny_vqa/logs/version_0/metrics.csv").read_text()
+    assert "val/vqa_overall_acc" in metrics and "val/vqa_closed_acc" in metrics
+
+
+def test_init_from_refuses_a_different_backbone(pretrained):
+    wider = M3AEVQASystem(classes=["yes"], **{**SMALL, "hidden": 48})
+    with pytest.raises(CheckpointError, match="hidden=32"):
+        wider.load_backbone(str(pretrained))
+    deeper = M3AEVQASystem(classes=["yes"], **{**SMALL, "vision_depth": 2})
+    with pytest.raises(CheckpointError, match="does not fit this backbone"):
+        deeper.load_backbone(str(pretrained))
+
+
+def test_vqa_items_vocabulary_and_majority_baseline(sample_root):
+    datamodule = MedicalVQADataModule(root=str(sample_root), batch_size=4)
+    train, test = datamodule.items("train"), datamodule.items("test")
+    counts = Counter(normalize_answer(item.answer) for item in train)
+    classes = datamodule.classes()
+    assert set(classes) == set(counts) and counts[classes[0]] == max(counts.values())
+    dataset = datamodule.build_dataset("test")
+    assert len(dataset) == len(test) and datamodule.items("val") == test
+    item = dataset[0]
+    assert item["image"].shape == (3, 64, 64)
+    assert classes[item["answer_index"]] == normalize_answer(test[0].answer)
+    assert item["answer_type"] in ("open", "closed")
+    dataset.answer_index.pop(normalize_answer(test[0].answer))
+    assert dataset[0]["answer_index"] == -1
+
+    majority = classes[0]
+    closed = [item for item in test if item.answer_type == "closed"]
+    baseline = datamodule.majority_baseline("test")
+    assert baseline["overall"] == pytest.approx(
+        sum(normalize_answer(item.answer) == majority for item in test) / len(test)
+    )
+    assert baseline["closed"] == pytest.approx(
+        sum(normalize_answer(item.answer) == majority for item in closed) / len(closed)
+    )
+
+
+def test_pretraining_pairs_and_a_missing_image(sample_root, tmp_path):
+    datamodule = MedicalPretrainDataModule(root=str(sample_root))
+    train = datamodule.build_dataset("train")
+    assert len(train) == 29 and len(datamodule.build_dataset("val")) == 7  # val = test split
+    item = train[0]
+    assert item["image"].shape == (3, 64, 64) and isinstance(item["text"], str)
+    broken = tmp_path / "broken"
+    (broken / "train").mkdir(parents=True)
+    (broken / "images").mkdir()
+    (broken / "train" / "captions.txt").write_text("ROCO_00001\tA chest radiograph.\n")
+    with pytest.raises(AnnotationError, match="captions.txt.*no image for ID 'ROCO_00001'"):
+        MedicalPretrainDataModule(root=str(broken)).build_dataset("train")
+
+
+def test_roco_release_layout_through_dlinks(sample_root, tmp_path):
+    """ROCO names images <PMC id>_<figure file>, listed in dlinks.txt beside captions.txt."""
+    folder = tmp_path / "roco" / "validation" / "radiology"
+    (folder / "images").mkdir(parents=True)
+    source = sample_root / "images" / "SYN_0001.dcm"
+    (folder / "images" / "PMC123_fig-1.dcm").write_bytes(source.read_bytes())
+    (folder / "captions.txt").write_text("ROCO_00007\tCT of the chest.\n")
+    link = "wget -nd ftp://ftp.ncbi.nlm.nih.gov/pub/pmc/oa_package/00/00/PMC123.tar.gz"
+    (folder / "dlinks.txt").write_text(f"ROCO_00007\t {link}\tfig-1.dcm\n")
+    dataset = MedicalPretrainDataModule(root=str(tmp_path / "roco")).build_dataset("val")
+    assert dataset.pairs == [(folder / "images" / "PMC123_fig-1.dcm", "CT of the chest.")]
+    (folder / "dlinks.txt").write_text("ROCO_00007 no tabs here\n")
+    with pytest.raises(AnnotationError, match="dlinks.txt: line 1"):
+        MedicalPretrainDataModule(root=str(tmp_path / "roco")).build_dataset("val")
