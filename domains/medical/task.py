@@ -15,7 +15,7 @@ Two ways to run the pretraining objectives (``passes``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,13 +32,15 @@ from core.system import CHECKPOINT_KEY, BaseSystem
 from core.tokenizers import build_tokenizer, whole_word_mask
 from core.towers.mae import patchify
 from core.transforms import ImageTransform
+from domains.medical.datamodule import CLIP_MEAN, CLIP_STD
 from domains.medical.dicom import image_reader
 from domains.medical.model import M3AEBackbone, MLMHead, PixelDecoder, VQAHead, itm_pairs
 
 EVAL_SEED = 0
 """Validation masks and ITM pairs are drawn from this seed, so validation losses are comparable."""
 
-SHARED_HPARAMS = ("tokenizer", "context_length", "text_backbone", "hidden", "fusion_layers")
+SHARED_HPARAMS = ("tokenizer", "text_backbone", "hidden", "fusion_layers")
+"""Checked before loading `init_from`; size mismatches are caught by the strict weight load."""
 
 
 class M3AESystem(BaseSystem):
@@ -123,10 +125,15 @@ class M3AESystem(BaseSystem):
         image, text, _ = self.backbone.fuse(image, text, padding)
         return self.backbone.pool(image, text)
 
-    def image_loader(self) -> Any:
+    def image_loader(self) -> Callable[[str | Path], Tensor]:
+        """File → model input, with the preprocessing of training (the DataModule's defaults
+        when the system never saw one)."""
         pre = self.preprocessing
         transform = ImageTransform(
-            pre["image_size"], pre["mean"], pre["std"], max_pixel_value=pre["max_pixel_value"]
+            pre.get("image_size", self.hparams.image_size),
+            pre.get("mean", CLIP_MEAN),
+            pre.get("std", CLIP_STD),
+            max_pixel_value=pre.get("max_pixel_value", 255.0),
         )
 
         def load_image(path: str | Path) -> Tensor:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from PIL import Image, UnidentifiedImageError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
 
 from core.errors import DomainVLMError
 from core.io import atomic_write_json
@@ -149,8 +149,7 @@ def _read_with_rasterio(
                 masks = src.read_masks(indexes, window=window, boundless=boundless)
                 georeferenced = src.crs is not None or not src.transform.is_identity
                 crs = src.crs.to_string() if src.crs is not None else None
-                affine = src.window_transform(window)
-                bounds = window_bounds(window, src.transform)
+                affine, bounds = _window_geometry(src.transform, window)
     except RasterReadError:
         raise
     except (RasterioError, OSError) as error:
@@ -164,6 +163,14 @@ def _read_with_rasterio(
         transform=tuple(affine)[:6] if georeferenced else None,
         bounds=tuple(float(v) for v in bounds),
     )
+
+
+def _window_geometry(transform: Affine, window: Window) -> tuple[Affine, tuple[float, ...]]:
+    """The window's affine and (left, bottom, right, top), with ``@`` (``*`` is deprecated)."""
+    affine = transform @ Affine.translation(window.col_off, window.row_off)
+    left, top = affine @ (0, 0)
+    right, bottom = affine @ (window.width, window.height)
+    return affine, (left, bottom, right, top)
 
 
 def _gdal_detail(error: Exception) -> str:

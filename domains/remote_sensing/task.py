@@ -269,6 +269,8 @@ class SemanticExpertsSystem(BaseSystem):
     def knowledge_base(self) -> KnowledgeBase:
         """The cue store (built lazily from the knowledge vectors, which checkpoints carry)."""
         if self._knowledge_base is None:
+            if not self.knowledge_vectors.any():  # neither embedded at fit nor loaded
+                self._embed_knowledge()
             self._knowledge_base = KnowledgeBase.from_vectors(
                 self.knowledge_vectors.cpu().numpy(), self.records, encoder=self._identity()
             )
@@ -307,7 +309,9 @@ class SemanticExpertsSystem(BaseSystem):
     def forward(self, images: Tensor, queries: list[str]) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             embedding, patch_tokens = encode_with_patch_tokens(self.clip.visual, images)
-            query = self.encode_text(queries)
+            unique = sorted(set(queries))  # a scene batch repeats one task prompt
+            encoded = self.encode_text(unique)
+            query = encoded[[unique.index(text) for text in queries]]
         cues = None
         if self.hparams.use_retrieval:
             patches = patch_tokens @ self.clip.visual.proj

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import faiss
 import numpy as np
 import pytest
@@ -26,11 +28,14 @@ def records_for(n: int) -> list[dict]:
     ]
 
 
-@pytest.fixture(autouse=True, scope="session")
-def single_faiss_thread() -> None:
+@pytest.fixture(autouse=True, scope="package")
+def single_faiss_thread() -> Iterator[None]:
     """On a shared 2-core machine, spinning OpenMP threads make small FAISS jobs several times
-    slower than one thread does."""
+    slower than one thread does. Restored afterwards for the rest of the session."""
+    previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(previous)
 
 
 @pytest.fixture

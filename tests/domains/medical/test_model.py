@@ -211,7 +211,9 @@ def test_vqa_loss_is_soft_target_bce_and_unknown_answers_are_all_negative():
 
 def test_vqa_accuracy_by_answer_type():
     metric = VQAAccuracy()
-    metric.update(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 2, -1]), ["closed"] * 2 + ["open"] * 2)
+    metric.update(
+        torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 2, -1]), ["closed"] * 2 + ["open"] * 2
+    )
     metric.update(torch.tensor([5, 1]), torch.tensor([5, 1]), ["open", "closed"])
     result = {name: float(value) for name, value in metric.compute().items()}
     # closed: 0 ok, 1 wrong, 1 ok -> 2/3; open: 2 ok, -1 wrong (not in vocabulary), 5 ok -> 2/3
