@@ -16,6 +16,7 @@ Two ways to run the pretraining objectives (``passes``):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,12 +30,13 @@ from core.encoder import Encoder
 from core.errors import CheckpointError
 from core.losses import itm_loss, mae_loss, mlm_loss
 from core.system import CHECKPOINT_KEY, BaseSystem
-from core.tokenizers import build_tokenizer, whole_word_mask
+from core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
 from core.towers.mae import patchify
 from core.transforms import ImageTransform
 from domains.medical.datamodule import CLIP_MEAN, CLIP_STD
 from domains.medical.dicom import image_reader
 from domains.medical.model import M3AEBackbone, MLMHead, PixelDecoder, VQAHead, itm_pairs
+from retrieval_db import Hit, KnowledgeBase
 
 EVAL_SEED = 0
 """Validation masks and ITM pairs are drawn from this seed, so validation losses are comparable."""
@@ -207,7 +209,7 @@ class M3AEPretrainSystem(M3AESystem):
             images, ids, masked_ids, itm_labels, partner, generator
         )
         # The vocabulary projection runs on the masked positions only: the others carry no loss.
-        labelled = mlm_labels != -100
+        labelled = mlm_labels != IGNORE_INDEX
         mlm_logits = self.mlm_head(mlm_text[labelled])
         target = patchify(images, self.hparams.patch)
         if self.hparams.image_mask_ratio == 0:
@@ -311,6 +313,40 @@ class M3AEPretrainSystem(M3AESystem):
             score_fn=self.itm_scores,
         )
 
+    def report_knowledge_base(
+        self, reports: Sequence[str], records: Sequence[dict] | None = None
+    ) -> KnowledgeBase:
+        """Reports (or captions) in a FAISS knowledge base, keyed by this model's identity."""
+        encoder = self.encoder()
+        return KnowledgeBase.from_texts(
+            list(reports),
+            encoder.encode_texts,
+            encoder=encoder.identity(),
+            records=records,
+            progress=False,
+        )
+
+    @torch.no_grad()
+    def retrieve_reports(
+        self, images: Tensor, knowledge_base: KnowledgeBase, k: int = 5, shortlist: int = 32
+    ) -> list[list[Hit]]:
+        """Image → report: a shortlist by pooled embeddings, re-ranked by the ITM head.
+
+        The reference scores every image-report pair with ITM (one fusion pass per pair); the
+        shortlist bounds that to ``shortlist`` passes per image. Hit scores are ITM log-odds.
+        """
+        encoder = self.encoder()
+        shortlist = max(k, min(shortlist, len(knowledge_base)))
+        candidates = knowledge_base.search(
+            encoder.encode_images(images).cpu().numpy(), shortlist, encoder=encoder.identity()
+        )
+        ranked = []
+        for image, hits in zip(images, candidates):
+            scores = self.itm_scores(image[None], [hit.record["text"] for hit in hits])[0]
+            order = scores.argsort(descending=True)[:k].tolist()
+            ranked.append([replace(hits[i], score=float(scores[i])) for i in order])
+        return ranked
+
 
 class VQAAccuracy(Metric):
     """Overall, open and closed accuracy, summed over batches (and ranks) before dividing."""
@@ -398,6 +434,12 @@ class M3AEVQASystem(M3AESystem):
 
     def forward(self, images: Tensor, questions: Sequence[str]) -> Tensor:
         return self.head(self.fused_pooled(images, self.tokenize(questions)))
+
+    @torch.no_grad()
+    def answer(self, images: Tensor, questions: Sequence[str]) -> list[str]:
+        """The most likely answer from the vocabulary for each (image, question) row."""
+        classes = self.hparams.classes
+        return [classes[i] for i in self(images.to(self.device), questions).argmax(-1).tolist()]
 
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         logits = self(batch["image"], batch["question"])

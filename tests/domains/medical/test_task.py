@@ -97,6 +97,8 @@ def test_vqa_fit_starts_from_the_pretrained_backbone(
     with torch.no_grad():
         logits = tuned(batch["image"], batch["question"])
     assert logits.shape == (4, len(datamodule.classes()))
+    answers = tuned.answer(batch["image"], batch["question"])
+    assert answers == [datamodule.classes()[i] for i in logits.argmax(-1).tolist()]
     metrics = (tmp_path / "runs/medical/tiny_vqa/logs/version_0/metrics.csv").read_text()
     assert "val/vqa_overall_acc" in metrics and "val/vqa_closed_acc" in metrics
 
@@ -164,3 +166,31 @@ def test_roco_release_layout_through_dlinks(sample_root, tmp_path):
     (folder / "dlinks.txt").write_text("ROCO_00007 no tabs here\n")
     with pytest.raises(AnnotationError, match="dlinks.txt: line 1"):
         MedicalPretrainDataModule(root=str(tmp_path / "roco")).build_dataset("val")
+
+
+def test_report_retrieval_reranks_a_shortlist_with_itm(pretrained, sample_root):
+    system = load_system(pretrained)
+    datamodule = MedicalPretrainDataModule(root=str(sample_root))
+    test = datamodule.build_dataset("test")
+    reports = sorted({text for _, text in test.pairs})  # distinct: no ties in either ranking
+    knowledge_base = system.report_knowledge_base(
+        reports, [{"text": r, "i": i} for i, r in enumerate(reports)]
+    )
+    images = torch.stack([test[i]["image"] for i in range(3)])
+    exhaustive = system.itm_scores(images, reports)
+    full = system.retrieve_reports(images, knowledge_base, k=3, shortlist=len(reports))
+    for row, hits in enumerate(full):
+        assert [hit.record["i"] for hit in hits] == exhaustive[row].argsort(descending=True)[
+            :3
+        ].tolist()
+        assert [hit.score for hit in hits] == pytest.approx(
+            exhaustive[row].sort(descending=True).values[:3].tolist(), abs=1e-5
+        )
+    encoder = system.encoder()
+    embedding_order = (encoder.encode_images(images) @ encoder.encode_texts(reports).T).argsort(
+        dim=1, descending=True
+    )
+    short = system.retrieve_reports(images, knowledge_base, k=2, shortlist=3)
+    for row, hits in enumerate(short):
+        assert {hit.record["i"] for hit in hits} <= set(embedding_order[row, :3].tolist())
+        assert hits[0].score >= hits[1].score
