@@ -65,7 +65,7 @@ demo-remote-sensing: env
 	$(DVLM) zeroshot --checkpoint $(RS_CLIP) --lang de \
 		--classes "Wald,Fluss,Meer oder See,Industriegebiet,Wohngebiet" \
 		$(RS_DATA)/scene_classes/Forest/$$(ls $(RS_DATA)/scene_classes/Forest | head -n 1)
-	$(DVLM) kb search $(RS_RUNS)/knowledge_base --text "ships moored in a harbour" -k 5 \
+	$(DVLM) kb search $(RS_RUNS)/knowledge_base --text "ship" -k 5 \
 		--filter level=object --filter lang=en
 
 bench: env

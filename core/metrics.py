@@ -7,6 +7,7 @@ classes present, retrieval recall@k counts a hit when any positive is in the top
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,5 +155,8 @@ def confusion_matrix_png(matrix: np.ndarray, classnames: Sequence[str], path: st
                     fontsize=8,
                 )
     path = Path(path)
-    atomic_save(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    with warnings.catch_warnings():
+        # Matplotlib's bundled font has no CJK glyphs; those class names render as boxes.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        atomic_save(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
     return path

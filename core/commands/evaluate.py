@@ -129,9 +129,11 @@ def evaluate_zeroshot_all_languages(
     languages = plugin.languages if plugin is not None else ("en",)
     per_language = {}
     for lang in languages:
-        result = evaluate_zeroshot(
-            argparse.Namespace(**{**vars(args), "lang": lang}), encoder, plugin
-        )
+        options = {**vars(args), "lang": lang}
+        if args.confusion_matrix:
+            path = Path(args.confusion_matrix)
+            options["confusion_matrix"] = path.with_name(f"{path.stem}_{lang}{path.suffix}")
+        result = evaluate_zeroshot(argparse.Namespace(**options), encoder, plugin)
         per_language[lang] = {k: v for k, v in result.items() if k not in ("task", "lang")}
     return {"task": "zeroshot", "lang": "all", "per_language": per_language}
 

@@ -8,8 +8,10 @@ hub id, and a failed download says how to get the weights onto an offline machin
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -82,13 +84,14 @@ def build_clip(
         )
     needs_hub = tag is not None or schema == "hf-hub" or _needs_hf_text_download(config, overrides)
     try:
-        model = open_clip.create_model(
-            model_name,
-            pretrained=tag,
-            force_image_size=image_size,
-            pretrained_text=pretrained is None,
-            **overrides,
-        )
+        with _quiet_random_init():
+            model = open_clip.create_model(
+                model_name,
+                pretrained=tag,
+                force_image_size=image_size,
+                pretrained_text=pretrained is None,
+                **overrides,
+            )
     except (OSError, RuntimeError) as error:
         if not needs_hub:
             raise
@@ -98,6 +101,21 @@ def build_clip(
     if in_chans != 3 and _patch_embedding(model)[1].in_channels != in_chans:
         adapt_input_channels(model, in_chans)
     return model, _preprocessing(model, in_chans)
+
+
+@contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    """Drop open_clip's "initialized randomly" warning: weights usually load right after."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def adapt_input_channels(

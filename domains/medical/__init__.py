@@ -1,8 +1,4 @@
-"""Medical: radiology images (DICOM) and reports; M3AE masked multimodal pretraining (in progress).
-
-Today the plugin reads DICOM/PNG/JPEG, ROCO/MedICaT/report/VQA-RAD/SLAKE text and writes the
-offline sample; the M3AE system, VQA head and configs are not written yet.
-"""
+"""Medical: radiology images (DICOM) and reports; M3AE masked multimodal pretraining and VQA."""
 
 from pathlib import Path
 
@@ -12,7 +8,7 @@ from domains.medical.sample import write_sample
 
 PLUGIN = DomainPlugin(
     name="medical",
-    description="radiology images and reports (DICOM, ROCO, VQA-RAD, SLAKE); M3AE not yet built",
+    description="M3AE masked multimodal pretraining on radiology images (DICOM) and reports; medical VQA",
     modalities=("image", "text"),
     input_format="DICOM (all pydicom transfer syntaxes with pylibjpeg), PNG/JPEG; ROCO captions.txt, MedICaT JSONL, VQA-RAD/SLAKE JSON",
     channels="grayscale after modality + VOI LUT (windowing), RGB/YBR as RGB",

@@ -35,7 +35,7 @@ class BuiltinTextEncoder(nn.Module):
                 activation="gelu",
                 batch_first=True,
                 norm_first=True,
-            )  # fmt: skip
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(width)

@@ -17,8 +17,6 @@ from domains.medical.task import M3AEPretrainSystem, M3AEVQASystem
 from domains.medical.text import AnnotationError, normalize_answer
 
 CONFIGS = Path(__file__).parents[3] / "configs" / "medical"
-SMALL = dict(vision_width=32, text_width=32, hidden=32)
-"""Narrower than the tiny configs so the fits in these tests take seconds."""
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +43,7 @@ def pretrained(sample_root, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("pretrain")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
-        fit("tiny_pretrain.yaml", sample_root, workdir, {**SMALL, "decoder_width": 32})
+        fit("tiny_pretrain.yaml", sample_root, workdir, {})
     return workdir / "runs/medical/tiny_pretrain/checkpoints/last.ckpt"
 
 
@@ -76,20 +74,20 @@ def test_itm_scores_drive_zero_shot_classification(pretrained, sample_root):
     texts = [template.format(name) for name in classes for template in templates]
     by_hand = system.itm_scores(image[None], texts).reshape(1, 2, 2).mean(dim=2)
     assert torch.allclose(logits, by_hand, atol=1e-5)
-    assert encoder.encode_images(image[None]).shape == encoder.encode_texts(["x"]).shape == (1, 32)
+    assert encoder.encode_images(image[None]).shape == encoder.encode_texts(["x"]).shape == (1, 64)
 
 
 def test_vqa_fit_starts_from_the_pretrained_backbone(
     pretrained, sample_root, tmp_path, monkeypatch
 ):
     pretrained_state = torch.load(pretrained, map_location="cpu", weights_only=True)["state_dict"]
-    system = M3AEVQASystem(classes=["yes", "no"], init_from=str(pretrained), **SMALL)
+    system = M3AEVQASystem(classes=["yes", "no"], init_from=str(pretrained))
     system.load_backbone(str(pretrained))
     for name, value in system.backbone.state_dict().items():
         assert torch.equal(value, pretrained_state[f"backbone.{name}"]), name
 
     monkeypatch.chdir(tmp_path)
-    fit("tiny_vqa.yaml", sample_root, tmp_path, {**SMALL, "init_from": str(pretrained)})
+    fit("tiny_vqa.yaml", sample_root, tmp_path, {"init_from": str(pretrained)})
     tuned = load_system(tmp_path / "runs/medical/tiny_vqa/checkpoints/last.ckpt")
     datamodule = MedicalVQADataModule(root=str(sample_root), batch_size=4)
     assert tuned.hparams.classes == datamodule.classes()
@@ -104,10 +102,10 @@ def test_vqa_fit_starts_from_the_pretrained_backbone(
 
 
 def test_init_from_refuses_a_different_backbone(pretrained):
-    wider = M3AEVQASystem(classes=["yes"], **{**SMALL, "hidden": 48})
-    with pytest.raises(CheckpointError, match="hidden=32"):
+    wider = M3AEVQASystem(classes=["yes"], hidden=48)
+    with pytest.raises(CheckpointError, match="hidden=64"):
         wider.load_backbone(str(pretrained))
-    deeper = M3AEVQASystem(classes=["yes"], **{**SMALL, "vision_depth": 2})
+    deeper = M3AEVQASystem(classes=["yes"], vision_depth=2)
     with pytest.raises(CheckpointError, match="does not fit this backbone"):
         deeper.load_backbone(str(pretrained))
 
