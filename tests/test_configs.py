@@ -21,10 +21,27 @@ def test_config_parses_and_prints(config: Path, capsys):
     assert "class_path" in printed and "root:" in printed
 
 
-def test_ablation_override_turns_retrieval_off(capsys):
-    experts = CONFIGS / "remote_sensing" / "semantic_experts.yaml"
-    ablation = CONFIGS / "remote_sensing" / "no_retrieval.yaml"
+@pytest.mark.parametrize(
+    ("experts", "ablation", "run_dir"),
+    [
+        ("semantic_experts.yaml", "no_retrieval.yaml", "semantic_experts_no_retrieval"),
+        ("semantic_experts_vqa.yaml", "no_retrieval_vqa.yaml", "semantic_experts_vqa_no_retrieval"),
+    ],
+)
+def test_ablation_override_turns_retrieval_off(experts, ablation, run_dir, capsys):
+    """Each ablation writes to its own directory, so its last.ckpt never collides with another."""
+    folder = CONFIGS / "remote_sensing"
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(experts), "--config", str(ablation), "--print_config"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(folder / experts),
+                "--config",
+                str(folder / ablation),
+                "--print_config",
+            ]
+        )
     printed = capsys.readouterr().out
-    assert "use_retrieval: false" in printed and "semantic_experts_no_retrieval" in printed
+    assert "use_retrieval: false" in printed
+    assert f"dirpath: runs/remote_sensing/{run_dir}/checkpoints" in printed

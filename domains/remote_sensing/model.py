@@ -3,8 +3,10 @@
 Visual features query a knowledge base of remote-sensing concepts at two levels: patch tokens ask
 for objects ("storage tank", "ship"), the global embedding asks for scenes ("harbor", "forest").
 Each level's top-k entries become cue tokens; one expert per level cross-attends from the task
-query and the image to its own level's cues (hard routing), and an optional learned gate mixes
-the experts. With retrieval off the experts see no cues, so the ablation differs only in knowledge.
+query to its own level's visual features (patch tokens for objects, the global embedding for
+scenes) together with that level's cues (hard routing), and an optional learned gate mixes the
+experts. With retrieval off the experts still see the visual features but no cues, so the ablation
+differs only in knowledge.
 """
 
 from __future__ import annotations
@@ -29,15 +31,14 @@ class SemanticExpert(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, queries: Tensor, cues: Tensor | None) -> Tensor:
-        """``queries [B, Q, dim]``, ``cues [B, K, dim]`` or None → the first query token ``[B, dim]``."""
-        if cues is not None:
-            attended, _ = self.cross_attention(
-                self.norm_query(queries), self.norm_cues(cues), self.norm_cues(cues)
-            )
-            queries = queries + attended
-        queries = queries + self.mlp(self.norm_mlp(queries))
-        return queries[:, 0]
+    def forward(self, query: Tensor, memory: Tensor) -> Tensor:
+        """``query [B, dim]`` attends to ``memory [B, M, dim]`` (visual tokens and cues) → ``[B, dim]``."""
+        query = query.unsqueeze(1)
+        memory = self.norm_cues(memory)
+        attended, _ = self.cross_attention(self.norm_query(query), memory, memory)
+        query = query + attended
+        query = query + self.mlp(self.norm_mlp(query))
+        return query[:, 0]
 
 
 class SemanticExperts(nn.Module):
@@ -82,11 +83,16 @@ class SemanticExperts(nn.Module):
         scores), or None with retrieval off.
         """
         summary = self.query_projection(query) + self.global_projection(global_embedding)
-        tokens = torch.cat([summary.unsqueeze(1), self.patch_projection(patch_tokens)], dim=1)
+        visual = {
+            "object": self.patch_projection(patch_tokens),
+            "scene": self.global_projection(global_embedding).unsqueeze(1),
+        }
         outputs = []
         for level in self.levels:
-            level_cues = None if cues is None else self.cue_tokens(level, *cues[level])
-            outputs.append(self.experts[level](tokens, level_cues))
+            memory = visual[level]
+            if cues is not None:
+                memory = torch.cat([memory, self.cue_tokens(level, *cues[level])], dim=1)
+            outputs.append(self.experts[level](summary, memory))
         stacked = torch.stack(outputs, dim=1)  # [B, levels, dim]
         if self.gate is not None:
             weights = self.gate(summary).softmax(dim=-1)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from core.checkpoint import read_checkpoint
 from core.ema import EMATeacher
 from core.encoder import Encoder
-from core.errors import CheckpointError
+from core.errors import CheckpointError, DomainVLMError
 from core.losses import DINOLoss, LogitScale, clip_loss
 from core.system import CHECKPOINT_KEY, BaseSystem
 from core.tokenizers import build_tokenizer
@@ -26,9 +26,11 @@ from core.towers.heads import DINOHead
 from core.towers.tokens import encode_with_patch_tokens
 from core.towers.vit_sizes import encode_any_size
 from core.transforms import ImageTransform
+from core.zeroshot import ZeroShotClassifier
 from domains.remote_sensing.io import read_raster
 from domains.remote_sensing.knowledge import knowledge_records
 from domains.remote_sensing.model import ClassifierHead, SemanticExperts
+from domains.remote_sensing.templates import templates
 from retrieval_db import KnowledgeBase
 
 
@@ -187,6 +189,7 @@ class SemanticExpertsSystem(BaseSystem):
         in_chans: int = 3,
         use_retrieval: bool = True,
         knowledge_languages: list[str] | None = None,
+        knowledge_prompts: str = "templates",
         k_object: int = 8,
         k_scene: int = 4,
         dim: int = 128,
@@ -206,6 +209,11 @@ class SemanticExpertsSystem(BaseSystem):
             in_chans: image bands; must match ``init_from``.
             use_retrieval: retrieve knowledge cues (off = the ablation without knowledge).
             knowledge_languages: languages of the knowledge entries (default English).
+            knowledge_prompts: how an entry is embedded. ``templates``: its name in the domain's
+                zero-shot templates of its language, averaged (the entry's vector is then the
+                zero-shot class weight, which any CLIP tower embeds well); ``descriptions``: its
+                ``"name: description"`` text, for towers pretrained on broad text (a tower trained
+                on the sample captions alone has never seen the description words).
             k_object: object-level cues per image.
             k_scene: scene-level cues per image.
             dim: width of the augmentation module and experts.
@@ -216,12 +224,16 @@ class SemanticExpertsSystem(BaseSystem):
         super().__init__(**kwargs)
         if task not in ("scene", "vqa"):
             raise ValueError(f"task must be 'scene' or 'vqa', got {task!r}")
+        if knowledge_prompts not in ("templates", "descriptions"):
+            raise ValueError(
+                f"knowledge_prompts must be 'templates' or 'descriptions', got {knowledge_prompts!r}"
+            )
         self.clip, _ = build_clip(model_name, None, in_chans=in_chans)
         self.clip.requires_grad_(False)
         self.tokenizer = build_tokenizer(tokenizer, context_length)
         languages = knowledge_languages or ["en"]
         self.records = [
-            {"concept": r["concept"], "level": r["level"], "lang": r["lang"], "text": r["text"]}
+            {key: r[key] for key in ("concept", "level", "lang", "name", "text")}
             for r in knowledge_records(languages)
         ]
         joint_dim = self.clip.visual.output_dim
@@ -261,9 +273,17 @@ class SemanticExpertsSystem(BaseSystem):
 
     @torch.no_grad()
     def _embed_knowledge(self) -> None:
-        texts = [record["text"] for record in self.records]
-        vectors = [self.encode_text(texts[i : i + 256]) for i in range(0, len(texts), 256)]
-        self.knowledge_vectors.copy_(F.normalize(torch.cat(vectors), dim=-1))
+        classifier = ZeroShotClassifier(self._text_encoder(), batch_size=256)
+        if self.hparams.knowledge_prompts == "descriptions":
+            texts = [record["text"] for record in self.records]
+            vectors = classifier.class_weights(texts, ["{}"])
+        else:
+            vectors = torch.empty_like(self.knowledge_vectors)
+            for lang in {record["lang"] for record in self.records}:
+                rows = [i for i, record in enumerate(self.records) if record["lang"] == lang]
+                names = [self.records[i]["name"] for i in rows]
+                vectors[rows] = classifier.class_weights(names, templates(lang)).to(vectors)
+        self.knowledge_vectors.copy_(vectors)
         self._knowledge_base = None
 
     def knowledge_base(self) -> KnowledgeBase:
@@ -276,8 +296,11 @@ class SemanticExpertsSystem(BaseSystem):
             )
         return self._knowledge_base
 
+    def _text_encoder(self) -> Encoder:
+        return Encoder("rs-text", self.encode_text, self.encode_text, str, [self.clip])
+
     def _identity(self) -> dict:
-        return Encoder("rs-text", self.encode_text, self.encode_text, str, [self.clip]).identity()
+        return self._text_encoder().identity()
 
     # -- forward ------------------------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> Tensor:
@@ -325,6 +348,13 @@ class SemanticExpertsSystem(BaseSystem):
         return self.head(features), gate
 
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
+        needed = "question" if self.hparams.task == "vqa" else "label"
+        if needed not in batch:
+            raise DomainVLMError(
+                f"this SemanticExpertsSystem has task={self.hparams.task!r} but the data gives no "
+                f"{needed!r}: pair task 'vqa' with RSVQADataModule and 'scene' with "
+                "RSSceneDataModule (and test a checkpoint with the config it was trained with)"
+            )
         if self.hparams.task == "vqa":
             queries, targets = batch["question"], batch["answer_index"]
         else:
@@ -334,9 +364,23 @@ class SemanticExpertsSystem(BaseSystem):
         loss = F.cross_entropy(logits[known], targets[known])
         accuracy = (logits.argmax(-1) == targets).float().mean()
         losses = {"loss": loss, "acc": accuracy}
+        if "type" in batch:
+            self._log_accuracy_by_type(logits.argmax(-1) == targets, batch["type"], stage)
         for index, level in enumerate(self.experts.levels):
             losses[f"gate_{level}"] = gate[:, index].mean().detach()
         return losses
+
+    def _log_accuracy_by_type(self, correct: Tensor, types: list[str], stage: str) -> None:
+        """RSVQA reports accuracy per question type; weighting each batch by its count of that
+        type makes the epoch value exact (correct / asked) rather than a mean of batch means."""
+        for kind in sorted(set(types)):
+            mask = torch.tensor([t == kind for t in types], device=correct.device)
+            self.log(
+                f"{stage}/acc_{kind}",
+                correct[mask].float().mean(),
+                batch_size=int(mask.sum()),
+                sync_dist=stage != "train",
+            )
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.errors import DomainVLMError
 from domains.remote_sensing import PLUGIN
 from domains.remote_sensing.datamodule import RSSceneDataModule, RSVQADataModule
 from domains.remote_sensing.model import SemanticExpert, SemanticExperts
 from domains.remote_sensing.task import RSMCLIP, SemanticExpertsSystem
+from domains.remote_sensing.templates import templates
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +38,33 @@ def make_system(clip_checkpoint: Path, datamodule, **kwargs) -> SemanticExpertsS
     return system
 
 
-def test_expert_without_cues_is_the_feed_forward_path_only():
+def test_expert_with_one_memory_token_is_its_value_path_plus_feed_forward():
+    """One memory token gets all the attention, so the expert reduces to a hand computation."""
     torch.manual_seed(0)
     expert = SemanticExpert(16, heads=2)
-    queries = torch.randn(2, 5, 16)
-    expected = queries + expert.mlp(expert.norm_mlp(queries))
-    assert torch.allclose(expert(queries, None), expected[:, 0])
-    cues = torch.randn(2, 3, 16)
-    assert not torch.allclose(expert(queries, cues), expected[:, 0])
+    query, memory = torch.randn(2, 16), torch.randn(2, 1, 16)
+    attention = expert.cross_attention
+    w_v = attention.in_proj_weight[32:]
+    b_v = attention.in_proj_bias[32:]
+    value = expert.norm_cues(memory[:, 0]) @ w_v.T + b_v
+    attended = attention.out_proj(value)
+    expected = query + attended
+    expected = expected + expert.mlp(expert.norm_mlp(expected))
+    assert torch.allclose(expert(query, memory), expected, atol=1e-6)
+
+
+def test_experts_without_cues_still_read_the_image():
+    """The ablation removes knowledge only: patch tokens and the global embedding still count."""
+    torch.manual_seed(0)
+    experts = SemanticExperts(joint_dim=8, visual_dim=12, dim=16, heads=2)
+    query, embedding = torch.randn(2, 8), torch.randn(2, 8)
+    patches = torch.randn(2, 4, 12)
+    base, _ = experts(query, embedding, patches, None)
+    moved, _ = experts(query, embedding, patches + torch.randn(2, 4, 12), None)
+    assert not torch.allclose(base, moved)
+    cues = {level: (torch.randn(2, 3, 8), torch.rand(2, 3)) for level in ("object", "scene")}
+    with_cues, _ = experts(query, embedding, patches, cues)
+    assert not torch.allclose(base, with_cues)
 
 
 def test_gate_weights_are_a_distribution_and_mix_the_experts():
@@ -77,9 +98,13 @@ def test_scene_and_vqa_steps_train_only_the_new_modules(sample_root, clip_checkp
     ):
         datamodule.setup("fit")
         system = make_system(clip_checkpoint, datamodule, task=task)
+        logged: list[str] = []
+        system.log = lambda name, *args, record=logged, **kwargs: record.append(name)
         assert len(system.hparams.classes) == len(datamodule.classes())
         batch = next(iter(datamodule.train_dataloader()))
         losses = system.compute_losses(batch, "train")
+        expected = {f"train/acc_{kind}" for kind in batch.get("type", [])}
+        assert set(logged) == expected  # per question type for VQA, nothing extra for scenes
         losses["loss"].backward()
         assert all(p.grad is None for p in system.clip.parameters())
         assert system.head.layers[0].weight.grad is not None
@@ -96,3 +121,44 @@ def test_ablation_switch_changes_only_the_cues(sample_root, clip_checkpoint):
     on, _ = with_knowledge(batch["image"], ["q"] * 4)
     off, _ = without(batch["image"], ["q"] * 4)
     assert on.shape == off.shape and not torch.allclose(on, off)
+
+
+def test_knowledge_is_embedded_as_prompt_ensembles_or_descriptions(sample_root, clip_checkpoint):
+    datamodule = RSSceneDataModule(root=str(sample_root), bands=[3, 2, 1, 4])
+    normalize = torch.nn.functional.normalize
+    system = make_system(clip_checkpoint, datamodule, knowledge_languages=["en", "de"])
+    for row in (0, len(system.records) - 1):
+        record = system.records[row]
+        prompts = [template.format(record["name"]) for template in templates(record["lang"])]
+        with torch.no_grad():
+            expected = normalize(normalize(system.encode_text(prompts), dim=-1).mean(0), dim=0)
+        assert torch.allclose(system.knowledge_vectors[row], expected, atol=1e-5)
+    system = make_system(clip_checkpoint, datamodule, knowledge_prompts="descriptions")
+    with torch.no_grad():
+        expected = normalize(system.encode_text([system.records[0]["text"]]), dim=-1)[0]
+    assert ":" in system.records[0]["text"]
+    assert torch.allclose(system.knowledge_vectors[0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="knowledge_prompts"):
+        make_system(clip_checkpoint, datamodule, knowledge_prompts="names")
+
+
+def test_vqa_accuracy_is_logged_per_question_type(sample_root, clip_checkpoint):
+    datamodule = RSVQADataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=12)
+    datamodule.setup("fit")
+    system = make_system(clip_checkpoint, datamodule, task="vqa")
+    logged = {}
+    system.log = lambda name, value, batch_size, **_: logged.__setitem__(
+        name, (float(value), batch_size)
+    )
+    correct = torch.tensor([True, False, True, True])
+    system._log_accuracy_by_type(correct, ["count", "count", "presence", "count"], "val")
+    assert logged == {"val/acc_count": (pytest.approx(2 / 3), 3), "val/acc_presence": (1.0, 1)}
+
+
+def test_a_vqa_system_on_scene_data_says_which_pairing_is_wrong(sample_root, clip_checkpoint):
+    datamodule = RSSceneDataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=4)
+    datamodule.setup("fit")
+    system = make_system(clip_checkpoint, datamodule, task="vqa", classes=["yes", "no"])
+    batch = next(iter(datamodule.train_dataloader()))
+    with pytest.raises(DomainVLMError, match="task='vqa'.*no 'question'"):
+        system.compute_losses(batch, "test")
