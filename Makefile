@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env test test-all lint format demo demo-remote-sensing bench clean-env
+.PHONY: env test test-all lint format demo demo-remote-sensing demo-medical bench clean-env
 
 $(VENV)/.installed:
 	@mkdir -p $(CACHE_DIR)
@@ -45,7 +45,7 @@ RS_RUNS := runs/remote_sensing
 RS_CLIP := $(RS_RUNS)/tiny/checkpoints/last.ckpt
 RS_EXPERTS := configs/remote_sensing/semantic_experts.yaml
 
-demo: env demo-remote-sensing
+demo: env demo-remote-sensing demo-medical
 
 # sample data -> RS-M-CLIP -> zero-shot + retrieval per language -> semantic experts with and
 # without retrieval -> knowledge base -> one zero-shot prediction on a GeoTIFF and one KB search.
@@ -67,6 +67,28 @@ demo-remote-sensing: env
 		$(RS_DATA)/scene_classes/Forest/$$(ls $(RS_DATA)/scene_classes/Forest | head -n 1)
 	$(DVLM) kb search $(RS_RUNS)/knowledge_base --text "ship" -k 5 \
 		--filter level=object --filter lang=en
+
+MED_DATA := data/samples/medical
+MED_RUNS := runs/medical
+MED_M3AE := $(MED_RUNS)/tiny_pretrain/checkpoints/last.ckpt
+MED_DICOM := $(MED_DATA)/images/SYN_0004.dcm
+
+# sample data (DICOM, reports, VQA-RAD questions) -> M3AE pretraining -> VQA fine-tuning ->
+# accuracy table beside the majority answer -> zero-shot and report retrieval (pooled embeddings,
+# then an ITM re-rank of each query's top 16) -> report knowledge base -> one zero-shot
+# prediction and one knowledge-base search for a held-out DICOM file (prior cases only).
+# Reruns resume from the last checkpoints instead of training again.
+demo-medical: env
+	$(DVLM) sample-data medical --out $(MED_DATA) --size demo
+	$(DVLM) fit --config configs/medical/tiny_pretrain.yaml --ckpt_path last
+	$(DVLM) fit --config configs/medical/tiny_vqa.yaml --ckpt_path last
+	$(PY) -m domains.medical.vqa_report --data $(MED_DATA) $(MED_RUNS)/tiny_vqa/checkpoints/last.ckpt
+	$(DVLM) eval zeroshot --checkpoint $(MED_M3AE) --data $(MED_DATA) --table
+	$(DVLM) eval retrieval --checkpoint $(MED_M3AE) --data $(MED_DATA) --rerank 16 --table
+	$(DVLM) kb build --domain medical --data $(MED_DATA) --checkpoint $(MED_M3AE) \
+		--out $(MED_RUNS)/knowledge_base
+	$(DVLM) zeroshot --checkpoint $(MED_M3AE) --classes "chest,brain,abdomen" $(MED_DICOM)
+	$(DVLM) kb search $(MED_RUNS)/knowledge_base --image $(MED_DICOM) -k 3 --filter split=train
 
 bench: env
 	$(PY) benchmarks/train_step.py

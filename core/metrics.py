@@ -67,31 +67,60 @@ def retrieval_metrics(
     top k is a hit). Images without a caption stay in the gallery for image retrieval but are not
     queries for text retrieval, where they would have no positive.
     """
-    owners = torch.as_tensor(text_to_image, dtype=torch.long)
-    if owners.shape != (text_emb.shape[0],) or text_emb.shape[0] == 0:
-        raise ValueError(f"need one image index per text, got {owners.numel()} for {len(text_emb)}")
-    if int(owners.min()) < 0 or int(owners.max()) >= image_emb.shape[0]:
-        raise ValueError(f"image indices must lie in [0, {image_emb.shape[0]})")
+    _check_owners(text_to_image, len(text_emb), len(image_emb))
     image_emb, text_emb = image_emb.float(), text_emb.float()
-    image_hits = {k: 0 for k in recall_at}
-    for start in range(0, len(text_emb), chunk):
-        scores = text_emb[start : start + chunk] @ image_emb.T
-        positives = owners[start : start + chunk, None]
-        for k in recall_at:
-            top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-            image_hits[k] += int((top == positives).any(dim=1).sum())
+    depth = max(recall_at)
+    images_per_text = _top_indices(text_emb, image_emb, depth, chunk)
+    texts_per_image = _top_indices(image_emb, text_emb, depth, chunk)
+    return ranking_metrics(images_per_text, texts_per_image, text_to_image, recall_at)
+
+
+def ranking_metrics(
+    images_per_text: Tensor,
+    texts_per_image: Tensor,
+    text_to_image: Sequence[int],
+    recall_at: Sequence[int] = RECALL_AT,
+) -> dict[str, float]:
+    """The metrics of ``retrieval_metrics`` from rankings instead of embeddings (re-ranked ones).
+
+    ``images_per_text`` ``[texts, >= k]`` holds image indices best first, ``texts_per_image``
+    ``[images, >= k]`` text indices best first (a ranking may be shorter than k when the gallery
+    is).
+    """
+    owners = torch.as_tensor(text_to_image, dtype=torch.long)
+    _check_owners(owners, len(images_per_text), len(texts_per_image))
     queries = owners.unique()
-    text_hits = {k: 0 for k in recall_at}
-    for start in range(0, len(queries), chunk):
-        images = queries[start : start + chunk]
-        scores = image_emb[images] @ text_emb.T
-        for k in recall_at:
-            top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-            text_hits[k] += int((owners[top] == images[:, None]).any(dim=1).sum())
-    metrics = {f"image_retrieval_recall@{k}": image_hits[k] / len(text_emb) for k in recall_at}
-    metrics |= {f"text_retrieval_recall@{k}": text_hits[k] / len(queries) for k in recall_at}
+    metrics = {
+        f"image_retrieval_recall@{k}": _hit_rate(images_per_text[:, :k], owners) for k in recall_at
+    }
+    for k in recall_at:
+        retrieved_owners = owners[texts_per_image[queries, :k]]
+        metrics[f"text_retrieval_recall@{k}"] = _hit_rate(retrieved_owners, queries)
     metrics["mean_recall"] = float(np.mean(list(metrics.values())))
     return metrics
+
+
+def _check_owners(text_to_image: Sequence[int] | Tensor, texts: int, images: int) -> None:
+    owners = torch.as_tensor(text_to_image, dtype=torch.long)
+    if owners.shape != (texts,) or texts == 0:
+        raise ValueError(f"need one image index per text, got {owners.numel()} for {texts}")
+    if int(owners.min()) < 0 or int(owners.max()) >= images:
+        raise ValueError(f"image indices must lie in [0, {images})")
+
+
+def _top_indices(queries: Tensor, gallery: Tensor, depth: int, chunk: int) -> Tensor:
+    """``[queries, min(depth, gallery)]`` gallery indices by cosine, best first, chunk by chunk."""
+    k = min(depth, len(gallery))
+    return torch.cat(
+        [
+            (queries[start : start + chunk] @ gallery.T).topk(k, dim=1).indices
+            for start in range(0, len(queries), chunk)
+        ]
+    )
+
+
+def _hit_rate(retrieved: Tensor, positives: Tensor) -> float:
+    return (retrieved == positives[:, None]).any(dim=1).double().mean().item()
 
 
 def mean_average_precision(scores: Tensor, targets: Tensor) -> float:

@@ -52,6 +52,9 @@ class DomainPlugin:
     """``write_sample(out_dir, size="small"|"demo", seed=0) -> out_dir``: the offline sample dataset."""
     knowledge_source: Callable[[], list[dict]] | None = None
     """Records with at least a ``text`` field, for ``domainvlm kb build --domain``."""
+    knowledge_from_data: Callable[[Path], list[dict]] | None = None
+    """``knowledge_from_data(root)``: records read from a dataset root, for domains whose knowledge
+    is their data's own texts (radiology reports); ``kb build --domain D --data ROOT``."""
     image_readers: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
     """File suffix (".tif", ".dcm", ...) → reader returning an HWC numpy array."""
     zeroshot_data: Callable[[Path, str, str], ZeroShotData] | None = None

@@ -7,7 +7,7 @@ loaded and embedded batch by batch so a long list of files never sits in memory 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,60 @@ def images_for_texts(
 ) -> list[list[Match]]:
     """For each text, the ``k`` best images (``Match.index`` indexes ``images``)."""
     return rank(embed_texts(encoder, texts), embed_images(encoder, images), k)
+
+
+@torch.no_grad()
+def rerank(
+    encoder: Encoder,
+    images: Sequence[str | Path],
+    texts: Sequence[str],
+    image_emb: Tensor,
+    text_emb: Tensor,
+    shortlist: int,
+    depth: int = 10,
+    batch_size: int = 32,
+) -> tuple[Tensor, Tensor]:
+    """Rankings ``[texts, depth]`` of images per text and ``[images, depth]`` of texts per image.
+
+    Each query's ``shortlist`` best by embedding are re-ordered by ``encoder.score_fn`` (an ITM
+    head), the rest keep embedding order: ITM quality at ``shortlist`` pair scores per query
+    rather than one per pair of the collection. The pairs both directions need are scored
+    together, one image at a time, so each image is loaded once. The whole ``[texts, images]``
+    similarity matrix is held: this is for evaluation sets, not for knowledge bases.
+    """
+    if encoder.score_fn is None:
+        raise ValueError(f"encoder {encoder.name!r} has no score_fn to re-rank with")
+    if shortlist < 1:
+        raise ValueError(f"shortlist must be at least 1, got {shortlist}")
+    similarity = text_emb.float() @ image_emb.float().T
+    images_per_text = similarity.topk(min(max(shortlist, depth), len(images)), dim=1).indices
+    texts_per_image = similarity.T.topk(min(max(shortlist, depth), len(texts)), dim=1).indices
+    wanted: list[set[int]] = [set() for _ in images]
+    for text, row in enumerate(images_per_text[:, :shortlist].tolist()):
+        for image in row:
+            wanted[image].add(text)
+    for image, row in enumerate(texts_per_image[:, :shortlist].tolist()):
+        wanted[image].update(row)
+    scores: dict[tuple[int, int], float] = {}
+    first = 0
+    for batch in iter_image_batches(encoder, images, batch_size):
+        for image, tensor in enumerate(batch, start=first):
+            pairs = sorted(wanted[image])
+            if pairs:
+                row = encoder.score_fn(tensor[None], [texts[text] for text in pairs])[0]
+                scores |= {(image, text): float(score) for text, score in zip(pairs, row.tolist())}
+        first += len(batch)
+    images_per_text = _reordered(images_per_text, shortlist, lambda t, i: scores[i, t])
+    texts_per_image = _reordered(texts_per_image, shortlist, lambda i, t: scores[i, t])
+    return images_per_text[:, :depth], texts_per_image[:, :depth]
+
+
+def _reordered(ranking: Tensor, head: int, score: Callable[[int, int], float]) -> Tensor:
+    """Each row's first ``head`` entries sorted by ``score(row, entry)``, best first (stable)."""
+    rows = []
+    for query, row in enumerate(ranking.tolist()):
+        rows.append(sorted(row[:head], key=lambda entry: -score(query, entry)) + row[head:])
+    return torch.tensor(rows, dtype=torch.long).reshape(ranking.shape)
 
 
 class KnowledgeBaseSearch:

@@ -1,7 +1,7 @@
 """Evaluate zero-shot classification or image-text retrieval (CLIP_benchmark metric names).
 
     domainvlm eval zeroshot --checkpoint C --data D [--lang xx|all] [--confusion-matrix cm.png]
-    domainvlm eval retrieval --checkpoint C --data D [--table]
+    domainvlm eval retrieval --checkpoint C --data D [--table] [--rerank N]
     domainvlm eval zeroshot --config configs/remote_sensing/eval/remoteclip.yaml --data D
 
 An eval config is a YAML file of these options (checkpoint, domain, lang, templates, ...); flags
@@ -66,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         task.add_argument(
             "--table", action="store_true", help="print a per-language table instead of JSON"
         )
+    retrieval.add_argument(
+        "--rerank",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also report recall with each query's top N re-ranked by the encoder's own pair "
+        "scorer (an ITM head; medical checkpoints have one)",
+    )
     zeroshot.add_argument(
         "--lang",
         default="en",
@@ -143,6 +151,8 @@ def format_table(result: dict) -> str:
     rows = result.get("per_language") or {result.get("lang", "all"): result}
     if "per_language" in result and result["task"] == "retrieval":
         rows = {"all": result, **result["per_language"]}
+    if "reranked" in result:
+        rows = {**rows, "rerank": result["reranked"]}
     columns = [
         key
         for key, value in next(iter(rows.values())).items()
@@ -236,8 +246,8 @@ def class_folder_data(root: Path, split: str, lang: str) -> ZeroShotData:
 def evaluate_retrieval(
     args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
 ) -> dict:
-    from core.metrics import retrieval_metrics
-    from core.retrieval import embed_images, embed_texts
+    from core.metrics import RECALL_AT, ranking_metrics, retrieval_metrics
+    from core.retrieval import embed_images, embed_texts, rerank
 
     if plugin is not None and plugin.retrieval_data is not None:
         data = plugin.retrieval_data(args.data, args.split)
@@ -247,6 +257,11 @@ def evaluate_retrieval(
         raise EvaluationDataError(
             f"{str(args.data)!r} is neither a JSONL caption file nor the root of a domain with "
             "retrieval data; pass --domain for a domain dataset root"
+        )
+    if args.rerank and encoder.score_fn is None:
+        raise EvaluationDataError(
+            f"--rerank needs an encoder that scores image-text pairs itself (an ITM head); "
+            f"{encoder.name!r} only embeds"
         )
     image_emb = embed_images(encoder, data.paths, args.batch_size)
     text_emb = embed_texts(encoder, data.captions, args.batch_size)
@@ -260,6 +275,19 @@ def evaluate_retrieval(
             rows = [i for i, caption_lang in enumerate(data.languages) if caption_lang == lang]
             owners = [data.image_index[i] for i in rows]
             result["per_language"][lang] = retrieval_metrics(image_emb, text_emb[rows], owners)
+    if args.rerank:
+        rankings = rerank(
+            encoder,
+            data.paths,
+            data.captions,
+            image_emb,
+            text_emb,
+            args.rerank,
+            depth=max(RECALL_AT),
+            batch_size=args.batch_size,
+        )
+        result["reranked"] = {"shortlist": args.rerank}
+        result["reranked"] |= ranking_metrics(*rankings, data.image_index)
     return result
 
 

@@ -1,6 +1,7 @@
 """Build, search and inspect FAISS knowledge bases (retrieval_db) through any encoder.
 
     domainvlm kb build --domain remote_sensing --checkpoint C --out DIR
+    domainvlm kb build --domain medical --data ROOT --checkpoint C --out DIR
     domainvlm kb build --jsonl items.jsonl --checkpoint C --out DIR
     domainvlm kb search DIR --text "a harbour with boats" -k 5 --filter level=object
     domainvlm kb search DIR --image scene.tif -k 5
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--domain", help="use this domain's knowledge source")
     source.add_argument("--jsonl", type=Path, help='lines of {"text"|"image": ..., metadata...}')
+    build.add_argument(
+        "--data", type=Path, help="dataset root, for a domain whose knowledge is its data's texts"
+    )
     build.add_argument("--checkpoint", required=True, help="checkpoint or openclip:/hf-hub: spec")
     build.add_argument("--out", required=True, type=Path, help="knowledge-base directory")
     build.add_argument("--batch-size", type=int, default=64)
@@ -84,14 +88,10 @@ def build(args: argparse.Namespace) -> int:
     from core.encoders import load_encoder
     from retrieval_db import KnowledgeBase
 
+    if args.data is not None and not args.domain:
+        raise KnowledgeBaseCommandError("--data names a domain's dataset: use it with --domain")
+    records = domain_records(args.domain, args.data) if args.domain else read_jsonl(args.jsonl)
     encoder = load_encoder(args.checkpoint)
-    if args.domain:
-        plugin = get_domain(args.domain)
-        if plugin.knowledge_source is None:
-            raise KnowledgeBaseCommandError(f"domain {plugin.name!r} has no knowledge source")
-        records = plugin.knowledge_source()
-    else:
-        records = read_jsonl(args.jsonl)
     vectors = embed_records(encoder, records, args.jsonl, args.batch_size)
     knowledge_base = KnowledgeBase.from_vectors(
         vectors, records, encoder=encoder.identity(), index_factory=args.index_factory
@@ -108,6 +108,25 @@ def build(args: argparse.Namespace) -> int:
     summary |= {"recall": manifest.recall.value, "encoder": manifest.encoder["name"]}
     print(json.dumps(summary, ensure_ascii=False))
     return 0
+
+
+def domain_records(name: str, data: Path | None) -> list[dict]:
+    """The domain's fixed knowledge, or the knowledge it reads from the dataset at ``data``."""
+    plugin = get_domain(name)
+    if data is not None:
+        if plugin.knowledge_from_data is None:
+            raise KnowledgeBaseCommandError(
+                f"domain {plugin.name!r} builds its knowledge base from no dataset; drop --data"
+            )
+        return plugin.knowledge_from_data(data)
+    if plugin.knowledge_source is not None:
+        return plugin.knowledge_source()
+    if plugin.knowledge_from_data is not None:
+        raise KnowledgeBaseCommandError(
+            f"domain {plugin.name!r} builds its knowledge base from a dataset's texts: pass "
+            "--data ROOT (its dataset root, e.g. the folder `domainvlm sample-data` wrote)"
+        )
+    raise KnowledgeBaseCommandError(f"domain {plugin.name!r} has no knowledge source")
 
 
 def read_jsonl(path: Path) -> list[dict]:

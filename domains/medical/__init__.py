@@ -4,7 +4,10 @@ from pathlib import Path
 
 from core.registry import DomainPlugin
 from domains.medical.dicom import image_reader
+from domains.medical.evaluation_data import retrieval_data, zeroshot_data
+from domains.medical.knowledge import report_records
 from domains.medical.sample import write_sample
+from domains.medical.templates import templates
 
 PLUGIN = DomainPlugin(
     name="medical",
@@ -19,4 +22,8 @@ PLUGIN = DomainPlugin(
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "medical",
     write_sample=write_sample,
     image_readers={suffix: image_reader for suffix in (".dcm", ".dicom")},
+    knowledge_from_data=report_records,
+    zeroshot_data=zeroshot_data,
+    retrieval_data=retrieval_data,
+    templates=templates,
 )

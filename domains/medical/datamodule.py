@@ -108,7 +108,12 @@ class VQADataset(Dataset):
 
 
 def roco_pairs(root: Path, split: str) -> list[tuple[Path, str]]:
-    """(image, caption) pairs of one split of a ROCO-layout folder (the release or the sample).
+    """(image, caption) pairs of one split of a ROCO-layout folder (the release or the sample)."""
+    return [(path, caption) for _, path, caption in roco_cases(root, split)]
+
+
+def roco_cases(root: Path, split: str) -> list[tuple[str, Path, str]]:
+    """(ID, image, caption) of one split of a ROCO-layout folder.
 
     Images are found through ``dlinks.txt`` when it is present (the release names images
     ``<PMC id>_<figure file>``), else as ``<ID>.<any suffix>`` in the split's ``images/`` folder or
@@ -119,7 +124,7 @@ def roco_pairs(root: Path, split: str) -> list[tuple[Path, str]]:
     folder = captions_file.parent
     by_stem = _index_images([folder / "images", root / "images"])
     release_names = _dlinks_names(folder / "dlinks.txt")
-    pairs = []
+    cases = []
     for image_id, caption in captions.items():
         path = folder / "images" / release_names[image_id] if image_id in release_names else None
         path = path if path is not None and path.is_file() else by_stem.get(image_id)
@@ -128,8 +133,8 @@ def roco_pairs(root: Path, split: str) -> list[tuple[Path, str]]:
                 captions_file,
                 f"no image for ID {image_id!r} in {folder / 'images'} or {root / 'images'}",
             )
-        pairs.append((path, caption))
-    return pairs
+        cases.append((image_id, path, caption))
+    return cases
 
 
 def _captions_file(root: Path, split: str) -> Path:

@@ -185,6 +185,11 @@ def image_reader(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+def read_dicom_meta(path: str | Path) -> dict[str, Any]:
+    """The whitelisted technical tags (``SAFE_TAGS``) of a DICOM file, without decoding pixels."""
+    return _whitelisted(_read_dataset(Path(path), stop_before_pixels=True))
+
+
 def decode_throughput(
     paths: Iterable[str | Path], repeats: int = 1, **read_kwargs: Any
 ) -> dict[str, float]:
@@ -222,18 +227,18 @@ def _check_window(window: Window) -> None:
     )
 
 
-def _read_dataset(path: Path) -> Dataset:
+def _read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset:
     if not path.is_file():
         raise DicomReadError(path, "no such file")
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         pass  # no 'DICM' marker: a bare data set without file meta is still valid DICOM
     except Exception as exc:
         raise DicomReadError(path, f"corrupt or truncated DICOM header ({exc})") from exc
     problem = "not a DICOM file: no 'DICM' marker at byte 128 and no DICOM data set found"
     try:
-        ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
     except Exception as exc:
         raise DicomReadError(path, problem) from exc
     if not any(key in ds for key in ("SOPClassUID", "Modality", "Rows", "PixelData")):
@@ -415,8 +420,12 @@ def _finish(display: np.ndarray, output: str) -> np.ndarray:
     return display.astype(np.float32)
 
 
+def _whitelisted(ds: Dataset) -> dict[str, Any]:
+    return {keyword: _plain(ds.get(keyword)) for keyword in SAFE_TAGS if keyword in ds}
+
+
 def _safe_meta(ds: Dataset, transfer_syntax: UID) -> dict[str, Any]:
-    meta = {keyword: _plain(ds.get(keyword)) for keyword in SAFE_TAGS if keyword in ds}
+    meta = _whitelisted(ds)
     meta["TransferSyntaxUID"] = str(transfer_syntax)
     meta["TransferSyntax"] = transfer_syntax.name
     return meta

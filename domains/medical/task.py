@@ -15,6 +15,12 @@ Two ways to run the pretraining objectives (``passes``):
   the ITM head never sees a clean pair in training, so ITM scores on clean pairs are less
   calibrated. The default is ``joint`` because at the paper's scale (324 patches, 64 text tokens)
   the full-image passes dominate the reference's cost; ``reference`` reproduces the authors.
+
+An optional contrastive loss (``loss_weights: {itc: w}``; off by default, as M3AE has none) aligns
+the pooled outputs of the image and text towers, as ALBEF does before fusing. Without it those
+embeddings share no space, so a FAISS shortlist over them (report retrieval, the knowledge base)
+is no better than chance. It needs no extra pass: in the joint pass it reads the visible patches
+and the masked text, in the reference passes the whole image and the clean text.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from torchmetrics import Metric
 from core.checkpoint import read_checkpoint
 from core.encoder import Encoder
 from core.errors import CheckpointError
-from core.losses import itm_loss, mae_loss, mlm_loss
+from core.losses import LogitScale, clip_loss, itm_loss, mae_loss, mlm_loss
 from core.system import CHECKPOINT_KEY, BaseSystem
 from core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
 from core.towers.mae import patchify
@@ -45,8 +51,21 @@ from retrieval_db import Hit, KnowledgeBase
 EVAL_SEED = 0
 """Validation masks and ITM pairs are drawn from this seed, so validation losses are comparable."""
 
+LOSSES = ("mlm", "mim", "itm", "itc")
+
 SHARED_HPARAMS = ("tokenizer", "text_backbone", "hidden", "fusion_layers")
 """Checked before loading `init_from`; size mismatches are caught by the strict weight load."""
+
+
+def pool_image(tokens: Tensor) -> Tensor:
+    """``[B, hidden]``: the mean of the image tower's projected tokens (visible ones if masked)."""
+    return tokens.mean(dim=1)
+
+
+def pool_text(tokens: Tensor, padding: Tensor) -> Tensor:
+    """``[B, hidden]``: the mean over the real (non-pad) tokens of the text tower, projected."""
+    keep = (~padding).unsqueeze(-1).float()
+    return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
 
 
 class M3AESystem(BaseSystem):
@@ -175,7 +194,10 @@ class M3AEPretrainSystem(M3AESystem):
             decoder_depth: pixel decoder blocks (M3AE: 4).
             decoder_heads: pixel decoder heads (M3AE: 6).
             norm_pix_loss: reconstruct per-patch normalised pixels (MAE's target).
-            loss_weights: ``{"mlm", "mim", "itm"}`` weights of the total (default 1 each).
+            loss_weights: ``{"mlm", "mim", "itm", "itc"}`` weights of the total (default 1, 1,
+                1 and 0). ``itc`` (not in M3AE) is a contrastive loss between the pooled image and
+                text tower outputs: it aligns the embeddings that shortlist candidates for ITM
+                re-ranking, which without it share no space.
         """
         super().__init__(**kwargs)
         if passes not in ("joint", "reference"):
@@ -185,7 +207,7 @@ class M3AEPretrainSystem(M3AESystem):
         self.mim_layer = fusion_layers // 2 if mim_layer is None else mim_layer
         if not 0 <= self.mim_layer <= fusion_layers:
             raise ValueError(f"mim_layer must be in [0, {fusion_layers}], got {mim_layer}")
-        self.loss_weights = {"mlm": 1.0, "mim": 1.0, "itm": 1.0, **(loss_weights or {})}
+        self.loss_weights = {"mlm": 1.0, "mim": 1.0, "itm": 1.0, "itc": 0.0, **(loss_weights or {})}
         vision = self.backbone.vision
         self.pixel_decoder = PixelDecoder(
             vision.num_patches,
@@ -198,6 +220,7 @@ class M3AEPretrainSystem(M3AESystem):
         )
         self.mlm_head = MLMHead(hp.hidden, self.tokenizer.vocab_size)
         self.itm_head = torch.nn.Linear(2 * hp.hidden, 2)
+        self.logit_scale = LogitScale() if self.loss_weights["itc"] else None
 
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         images, texts = batch["image"], batch["text"]
@@ -209,7 +232,7 @@ class M3AEPretrainSystem(M3AESystem):
         itm_labels, partner = itm_pairs(len(texts), generator)
         itm_labels, partner = itm_labels.to(self.device), partner.to(self.device)
         run = self._joint if self.hparams.passes == "joint" else self._reference
-        mlm_text, (pixels, mask), itm_logits = run(
+        mlm_text, (pixels, mask), itm_logits, (image_emb, text_emb) = run(
             images, ids, masked_ids, itm_labels, partner, generator
         )
         # The vocabulary projection runs on the masked positions only: the others carry no loss.
@@ -223,8 +246,12 @@ class M3AEPretrainSystem(M3AESystem):
             "mim": mae_loss(pixels, target, mask, self.hparams.norm_pix_loss),
             "itm": itm_loss(itm_logits, itm_labels),
         }
+        if self.logit_scale is not None:
+            losses["itc"] = clip_loss(
+                F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1), self.logit_scale()
+            )
         losses["loss"] = sum(
-            self.loss_weights[name] * losses[name] for name in ("mlm", "mim", "itm")
+            self.loss_weights[name] * losses[name] for name in LOSSES if name in losses
         )
         losses["mlm_acc"] = (mlm_logits.argmax(-1) == mlm_labels[labelled]).float().mean()
         losses["itm_acc"] = (itm_logits.argmax(-1) == itm_labels).float().mean()
@@ -238,7 +265,7 @@ class M3AEPretrainSystem(M3AESystem):
         itm_labels: Tensor,
         partner: Tensor,
         generator: torch.Generator | None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor, tuple[Tensor, Tensor]]:
         batch = images.shape[0]
         image, mask, ids_restore = self.backbone.encode_image(
             images, self.hparams.image_mask_ratio, generator
@@ -255,7 +282,8 @@ class M3AEPretrainSystem(M3AESystem):
         rows = torch.arange(batch, device=images.device)
         rows[negatives] = batch + torch.arange(len(negatives), device=images.device)
         pooled = self.backbone.pool(image_out, text_out)[rows]
-        return text_out[:batch], (pixels, mask), self.itm_head(pooled)
+        unimodal = (pool_image(image), pool_text(text, padding))
+        return text_out[:batch], (pixels, mask), self.itm_head(pooled), unimodal
 
     def _reference(
         self,
@@ -265,7 +293,7 @@ class M3AEPretrainSystem(M3AESystem):
         itm_labels: Tensor,
         partner: Tensor,
         generator: torch.Generator | None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor, tuple[Tensor, Tensor]]:
         backbone = self.backbone
         full_image, _, _ = backbone.encode_image(images)
         masked_text, masked_padding = backbone.encode_text(masked_ids)
@@ -280,7 +308,8 @@ class M3AEPretrainSystem(M3AESystem):
         swapped, _, _ = backbone.encode_image(images[partner])
         itm_image, itm_text, _ = backbone.fuse(swapped, text, padding)
         pooled = backbone.pool(itm_image, itm_text)
-        return mlm_text, (pixels, mask), self.itm_head(pooled)
+        unimodal = (pool_image(full_image), pool_text(text, padding))
+        return mlm_text, (pixels, mask), self.itm_head(pooled), unimodal
 
     @torch.no_grad()
     def itm_scores(self, images: Tensor, texts: Sequence[str]) -> Tensor:
@@ -294,16 +323,15 @@ class M3AEPretrainSystem(M3AESystem):
 
     @torch.no_grad()
     def encode_image(self, images: Tensor) -> Tensor:
-        """Mean of the image tower's projected tokens: the shortlist embedding for retrieval."""
+        """Mean of the image tower's projected tokens: the shortlist embedding for retrieval
+        (in one space with ``encode_text`` only when pretrained with the ``itc`` loss)."""
         tokens, _, _ = self.backbone.encode_image(images.to(self.device))
-        return tokens.mean(dim=1)
+        return pool_image(tokens)
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         """Mean over the real (non-pad) text tokens of the text tower, projected."""
-        tokens, padding = self.backbone.encode_text(self.tokenize(texts))
-        keep = (~padding).unsqueeze(-1).float()
-        return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+        return pool_text(*self.backbone.encode_text(self.tokenize(texts)))
 
     def encoder(self) -> Encoder:
         """Embeddings for a FAISS shortlist; ``score_fn`` (the ITM head) for zero-shot and ranking."""

@@ -81,6 +81,8 @@ class VQAItem:
     answer_type: AnswerType
     qid: str = ""
     question_type: str = ""
+    organ: str = ""
+    """The imaged region as the file names it (VQA-RAD ``image_organ``, SLAKE ``location``)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ def read_vqa_rad(path: str | Path) -> list[VQAItem]:
                 answer_type=_answer_type(path, row_number, row["answer_type"]),
                 qid=str(row.get("qid", "")),
                 question_type=str(row.get("question_type", "")),
+                organ=str(row.get("image_organ", "")).strip(),
             )
         )
     return items
@@ -222,6 +225,7 @@ def read_slake(path: str | Path) -> list[VQAItem]:
                 answer_type=_answer_type(path, row_number, row["answer_type"]),
                 qid=str(row.get("qid", "")),
                 question_type=str(row.get("content_type", "")),
+                organ=str(row.get("location", "")).strip(),
             )
         )
     return items

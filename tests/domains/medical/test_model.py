@@ -178,6 +178,28 @@ def test_reference_passes_run_the_towers_three_times():
         pretrain_system(passes="both")
 
 
+def test_optional_contrastive_loss_aligns_the_pooled_embeddings():
+    """Off by default (M3AE has none); the reference passes apply it to whole images and clean
+    text, exactly what ``encode_image`` / ``encode_text`` embed for retrieval."""
+    assert "itc" not in pretrain_system().eval().compute_losses(batch(), "val")
+    assert pretrain_system().logit_scale is None
+    system = pretrain_system(passes="reference", loss_weights={"itc": 0.5}).eval()
+    images, texts = batch()["image"], batch()["text"]
+    with torch.no_grad():
+        losses = system.compute_losses({"image": images, "text": texts}, "val")
+        image_emb = F.normalize(system.encode_image(images), dim=-1)
+        text_emb = F.normalize(system.encode_text(texts), dim=-1)
+    logits = system.logit_scale() * image_emb @ text_emb.T
+    target = torch.arange(len(texts))
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    assert torch.allclose(losses["itc"], expected, atol=1e-5)
+    total = losses["mlm"] + losses["mim"] + losses["itm"] + 0.5 * losses["itc"]
+    assert torch.allclose(losses["loss"], total, atol=1e-6)
+    joint = pretrain_system(loss_weights={"itc": 1.0})
+    joint.compute_losses(batch(), "train")["loss"].backward()
+    assert joint.logit_scale.log_scale.grad is not None
+
+
 def test_no_masking_reconstructs_every_patch():
     system = pretrain_system(image_mask_ratio=0.0).eval()
     vision = Recorder(system.backbone.vision)

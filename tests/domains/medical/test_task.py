@@ -1,50 +1,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from core.checkpoint import load_system
-from core.cli import main
 from core.errors import CheckpointError
 from core.zeroshot import ZeroShotClassifier
-from domains.medical import PLUGIN
 from domains.medical.datamodule import MedicalPretrainDataModule, MedicalVQADataModule
 from domains.medical.task import M3AEPretrainSystem, M3AEVQASystem
 from domains.medical.text import AnnotationError, normalize_answer
-
-CONFIGS = Path(__file__).parents[3] / "configs" / "medical"
-
-
-@pytest.fixture(scope="module")
-def sample_root(tmp_path_factory) -> Path:
-    return PLUGIN.write_sample(tmp_path_factory.mktemp("medical") / "sample", size="small")
-
-
-def fit(config_name: str, root: Path, tmp_path: Path, model_args: dict) -> None:
-    config = yaml.safe_load((CONFIGS / config_name).read_text())
-    config["trainer"].update(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False
-    )
-    config["trainer"].pop("max_time", None)
-    config["model"]["init_args"].update(model_args)
-    config["data"]["init_args"].update(root=str(root), batch_size=8)
-    path = tmp_path / config_name
-    path.write_text(yaml.safe_dump(config))
-    main(["fit", "--config", str(path)])
-
-
-@pytest.fixture(scope="module")
-def pretrained(sample_root, tmp_path_factory) -> Path:
-    """A 2-step fit of tiny_pretrain.yaml through the CLI, as a user runs it."""
-    workdir = tmp_path_factory.mktemp("pretrain")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        fit("tiny_pretrain.yaml", sample_root, workdir, {})
-    return workdir / "runs/medical/tiny_pretrain/checkpoints/last.ckpt"
+from tests.domains.medical.conftest import fit
 
 
 def test_pretrain_checkpoint_round_trip(pretrained, sample_root):

@@ -216,9 +216,17 @@ def test_vqa_rad(tmp_path: Path) -> None:
     items = read_vqa_rad(write(tmp_path / "trainset.json", json.dumps(VQA_RAD_ROWS)))
     assert items == [
         VQAItem(
-            "synpic54610.jpg", "Are regions of the brain infarcted?", "Yes", "closed", "1", "PRES"
+            "synpic54610.jpg",
+            "Are regions of the brain infarcted?",
+            "Yes",
+            "closed",
+            "1",
+            "PRES",
+            "HEAD",
         ),
-        VQAItem("synpic29265.jpg", "How many nodules are seen?", "2", "open", "2", "COUNT"),
+        VQAItem(
+            "synpic29265.jpg", "How many nodules are seen?", "2", "open", "2", "COUNT", "CHEST"
+        ),
     ]
 
 
@@ -228,6 +236,7 @@ def test_slake_keeps_english_rows(tmp_path: Path) -> None:
         ("xmlab1/source.jpg", "Abdomen", "open", "0"),
         ("xmlab2/source.jpg", "Yes", "closed", "2"),
     ]
+    assert items[0].organ == "Abdomen"
     assert items[1].question_type == "Organ"
 
 

@@ -1,0 +1,71 @@
+"""What ``domainvlm eval`` needs from a medical dataset root: organ-labelled and reported images.
+
+Zero-shot labels come from the VQA annotations, which name each image's region (VQA-RAD
+``image_organ``, SLAKE ``location``), so the same code serves the offline sample, VQA-RAD and
+SLAKE. Retrieval pairs each image with its report (or its caption), as the knowledge base does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import DataRootError
+from core.registry import RetrievalData, ZeroShotData
+from domains.medical.knowledge import read_cases
+from domains.medical.templates import templates
+from domains.medical.text import VQA_SPLIT_FILES, VQAItem, read_vqa_splits
+
+ORGAN_NAMES = {"CHEST": "chest", "HEAD": "brain", "ABD": "abdomen"}
+"""VQA-RAD's image_organ values as class names (its HEAD images are brain CT and MRI)."""
+
+
+def organ_name(organ: str) -> str:
+    """A class name for an annotation's region: ``ABD`` → abdomen, SLAKE ``Chest_lung`` → chest lung."""
+    return ORGAN_NAMES.get(organ.upper(), organ.replace("_", " ").lower())
+
+
+def zeroshot_data(root: Path, split: str = "test", lang: str = "en") -> ZeroShotData:
+    """Each image of the split once, labelled with its region; classes are those of all splits."""
+    splits = read_vqa_splits(root, _vqa_format(Path(root)))
+    if split not in splits:
+        raise DataRootError(f"{root}: no {split!r} split; it has {', '.join(splits)}")
+    classnames = sorted({organ_name(item.organ) for items in splits.values() for item in items})
+    labels = _image_labels(splits[split], classnames, Path(root))
+    return ZeroShotData(
+        paths=[Path(image) for image in labels],
+        labels=list(labels.values()),
+        classnames=classnames,
+        templates=templates(lang),
+    )
+
+
+def retrieval_data(root: Path, split: str = "test") -> RetrievalData:
+    """One text per image: its report (impression, then findings) or, without one, its caption."""
+    cases = read_cases(root, split)
+    return RetrievalData(
+        paths=[case.image for case in cases],
+        captions=[case.text for case in cases],
+        image_index=list(range(len(cases))),
+        languages=[""] * len(cases),
+    )
+
+
+def _vqa_format(root: Path) -> str:
+    for name, files in VQA_SPLIT_FILES.items():
+        if (root / files["test"]).is_file():
+            return name
+    raise DataRootError(
+        f"{root}: zero-shot evaluation reads the regions named by VQA-RAD (testset.json) or "
+        "SLAKE (test.json) annotations, and neither is here"
+    )
+
+
+def _image_labels(items: list[VQAItem], classnames: list[str], root: Path) -> dict[str, int]:
+    labels: dict[str, int] = {}
+    for item in items:
+        if not item.organ:
+            raise DataRootError(f"{root}: question {item.qid!r} names no organ for {item.image}")
+        label = classnames.index(organ_name(item.organ))
+        if labels.setdefault(item.image, label) != label:
+            raise DataRootError(f"{root}: {item.image} is labelled with two different organs")
+    return labels

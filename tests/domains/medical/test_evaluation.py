@@ -1,0 +1,201 @@
+"""Zero-shot and retrieval evaluation of medical checkpoints: hooks, CLI and ITM re-ranking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.checkpoint import load_system
+from core.cli import main
+from core.encoder import Encoder
+from core.errors import DataRootError
+from core.metrics import ranking_metrics
+from core.retrieval import rerank
+from core.zeroshot import TemplateError, fill
+from domains.medical import PLUGIN
+from domains.medical.evaluation_data import organ_name
+from domains.medical.templates import templates
+
+
+def run_cli(capsys, *argv: str | Path) -> tuple[int, list[str], str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, [line for line in captured.out.splitlines() if line.strip()], captured.err
+
+
+def manifest_cases(root: Path, split: str) -> list[dict]:
+    cases = json.loads((root / "manifest.json").read_text())["cases"]
+    return [case for case in cases if case["split"] == split]
+
+
+def hand_recall(scores: torch.Tensor, k: int) -> float:
+    """Recall@k of queries (rows) whose positive is the gallery item of the same index."""
+    top = scores.topk(k, dim=1).indices
+    return (top == torch.arange(len(scores))[:, None]).any(dim=1).double().mean().item()
+
+
+# --------------------------------------------------------------------------------- zero-shot
+
+
+def test_templates_are_english_only():
+    assert fill(templates("en")[2], "chest") == "CT scan of the chest."
+    with pytest.raises(TemplateError, match="no medical templates for language 'de'"):
+        templates("de")
+
+
+def test_zeroshot_data_labels_each_held_out_image_with_its_organ(sample_root: Path):
+    data = PLUGIN.zeroshot_data(sample_root, "test", "en")
+    cases = manifest_cases(sample_root, "test")
+    assert data.classnames == ["abdomen", "brain", "chest"]
+    assert [path.name for path in data.paths] == [f"{case['id']}.dcm" for case in cases]
+    assert [data.classnames[label] for label in data.labels] == [case["organ"] for case in cases]
+    assert data.templates == templates("en")
+    assert organ_name("ABD") == "abdomen" and organ_name("Chest_lung") == "chest lung"
+
+
+def test_zeroshot_data_needs_vqa_annotations(sample_root: Path, tmp_path: Path):
+    with pytest.raises(DataRootError, match="testset.json"):
+        PLUGIN.zeroshot_data(tmp_path, "test", "en")
+    with pytest.raises(DataRootError, match="no 'val' split"):
+        PLUGIN.zeroshot_data(sample_root, "val", "en")
+
+
+def test_eval_zeroshot_equals_the_template_averaged_itm_scores(
+    pretrained: Path, sample_root: Path, capsys
+):
+    code, lines, _ = run_cli(
+        capsys, "eval", "zeroshot", "--checkpoint", pretrained, "--data", sample_root
+    )
+    result = json.loads(lines[0])
+    system = load_system(pretrained)
+    encoder = system.encoder()
+    data = PLUGIN.zeroshot_data(sample_root, "test", "en")
+    texts = [fill(t, name) for name in data.classnames for t in data.templates]
+    images = torch.stack([encoder.load_image(path) for path in data.paths])
+    logits = system.itm_scores(images, texts).reshape(len(images), 3, len(data.templates))
+    predicted = logits.mean(dim=2).argmax(dim=1)
+    labels = torch.tensor(data.labels)
+    assert code == 0 and result["num_samples"] == len(images) == 7
+    assert result["acc1"] == pytest.approx((predicted == labels).double().mean().item())
+    assert "acc5" not in result  # three classes
+
+
+def test_zeroshot_command_on_a_dicom_uses_the_medical_templates(
+    pretrained: Path, sample_root: Path, capsys
+):
+    path = sample_root / "images" / "SYN_0004.dcm"
+    code, lines, _ = run_cli(
+        capsys, "zeroshot", "--checkpoint", pretrained, "--classes", "chest,brain", path
+    )
+    prediction = json.loads(lines[0])
+    system = load_system(pretrained)
+    image = system.encoder().load_image(path)[None]
+    texts = [fill(t, name) for name in ("chest", "brain") for t in templates("en")]
+    expected = system.itm_scores(image, texts).reshape(2, -1).mean(dim=1).softmax(dim=0)
+    by_label = {row["label"]: row["probability"] for row in prediction["top_k"]}
+    assert code == 0 and by_label["chest"] == pytest.approx(expected[0].item(), abs=1e-5)
+    assert by_label["brain"] == pytest.approx(expected[1].item(), abs=1e-5)
+
+
+# --------------------------------------------------------------------------------- retrieval
+
+
+def test_retrieval_data_pairs_each_held_out_image_with_its_report(sample_root: Path):
+    data = PLUGIN.retrieval_data(sample_root, "test")
+    assert len(data.paths) == len(data.captions) == 7 and data.image_index == list(range(7))
+    report = (sample_root / "reports" / f"{data.paths[0].stem}.txt").read_text()
+    impression = report.split("IMPRESSION:")[1].strip()
+    findings = report.split("FINDINGS:")[1].split("IMPRESSION:")[0].strip()
+    assert data.captions[0] == f"{impression} {findings}"
+
+
+class TableEncoder:
+    """Images are the strings "0".."2" (looked up in a table); ``score_fn`` reads a fixed matrix."""
+
+    IMAGES = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    TEXTS = {"t0": [0.6, 0.8], "t1": [1.0, 0.0], "t2": [0.0, 1.0]}
+    ITM = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [1.0, 0.0, 5.0]])  # [image, text]
+
+    def __init__(self) -> None:
+        self.scored: list[tuple[int, str]] = []
+
+    def score(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        image = int(images[0, 0])
+        self.scored += [(image, text) for text in texts]
+        return self.ITM[image, [int(text[1]) for text in texts]][None]
+
+    def encoder(self) -> Encoder:
+        return Encoder(
+            name="table",
+            image_fn=lambda batch: self.IMAGES[batch[:, 0].long()],
+            text_fn=lambda texts: torch.tensor([self.TEXTS[text] for text in texts]),
+            load_image=lambda path: torch.tensor([float(path)]),
+            modules=[],
+            score_fn=self.score,
+        )
+
+
+def test_rerank_by_hand():
+    """Embeddings rank the positive of t0 3rd, t1 2nd, t2 1st (images: i0 2nd, i1 2nd, i2 1st);
+    the ITM matrix puts every positive first within a shortlist of 2."""
+    table = TableEncoder()
+    encoder = table.encoder()
+    image_emb = encoder.encode_images(torch.tensor([[0.0], [1.0], [2.0]]))
+    text_emb = encoder.encode_texts(["t0", "t1", "t2"])
+    images_per_text, texts_per_image = rerank(
+        encoder, ["0", "1", "2"], ["t0", "t1", "t2"], image_emb, text_emb, shortlist=2, depth=3
+    )
+    # t0's shortlist {i1, i2} misses i0 and is re-ordered by ITM (i2: 1.0 > i1: 0.0).
+    assert images_per_text.tolist() == [[2, 1, 0], [1, 0, 2], [2, 1, 0]]
+    assert texts_per_image.tolist() == [[0, 1, 2], [1, 0, 2], [2, 0, 1]]
+    # 7 of the 9 pairs are in some shortlist, each scored once.
+    assert sorted(table.scored) == sorted(
+        [(0, "t0"), (0, "t1"), (1, "t0"), (1, "t1"), (1, "t2"), (2, "t0"), (2, "t2")]
+    )
+    metrics = ranking_metrics(images_per_text, texts_per_image, [0, 1, 2], recall_at=(1, 2, 3))
+    assert metrics["image_retrieval_recall@1"] == pytest.approx(2 / 3)
+    assert metrics["image_retrieval_recall@2"] == pytest.approx(2 / 3)
+    assert metrics["image_retrieval_recall@3"] == 1.0
+    assert metrics["text_retrieval_recall@1"] == 1.0
+    assert metrics["mean_recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 3) / 6)
+
+
+def test_eval_retrieval_embedding_and_full_itm_rerank_match_a_hand_computation(
+    pretrained: Path, sample_root: Path, capsys
+):
+    """A shortlist as long as the gallery makes the re-ranked run exhaustive ITM ranking."""
+    code, lines, _ = run_cli(
+        capsys, "eval", "retrieval", "--checkpoint", pretrained, "--data", sample_root,
+        "--rerank", "7",
+    )  # fmt: skip
+    result = json.loads(lines[0])
+    system = load_system(pretrained)
+    encoder = system.encoder()
+    data = PLUGIN.retrieval_data(sample_root, "test")
+    images = torch.stack([encoder.load_image(path) for path in data.paths])
+    cosine = encoder.encode_images(images) @ encoder.encode_texts(data.captions).T  # [image, text]
+    itm = system.itm_scores(images, data.captions)
+    assert code == 0 and result["num_images"] == result["num_texts"] == 7
+    assert result["reranked"]["shortlist"] == 7
+    for k in (1, 5):
+        assert result[f"text_retrieval_recall@{k}"] == pytest.approx(hand_recall(cosine, k))
+        assert result[f"image_retrieval_recall@{k}"] == pytest.approx(hand_recall(cosine.T, k))
+        reranked = result["reranked"]
+        assert reranked[f"text_retrieval_recall@{k}"] == pytest.approx(hand_recall(itm, k))
+        assert reranked[f"image_retrieval_recall@{k}"] == pytest.approx(hand_recall(itm.T, k))
+
+
+def test_eval_retrieval_rerank_needs_a_pair_scorer(tmp_path: Path, capsys):
+    from tests.core.test_zeroshot import ColourSystem, colour_png, save_checkpoint
+
+    checkpoint = save_checkpoint(ColourSystem(), tmp_path / "colour.ckpt")
+    colour_png(tmp_path / "red.png", (230, 20, 10))
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"image": "red.png", "caption": "red"}))
+    code, _, err = run_cli(
+        capsys, "eval", "retrieval", "--checkpoint", checkpoint, "--data",
+        tmp_path / "pairs.jsonl", "--rerank", "5",
+    )  # fmt: skip
+    assert code == 1 and "--rerank needs an encoder that scores image-text pairs" in err

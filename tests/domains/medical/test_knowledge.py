@@ -1,0 +1,124 @@
+"""The report knowledge base: records from a dataset root, no identifiers, `kb build/search`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.checkpoint import load_system
+from core.cli import main
+from core.errors import DataRootError
+from domains.medical.dicom import SAFE_TAGS, read_dicom, read_dicom_meta
+from domains.medical.knowledge import RECORD_TAGS, report_records
+from domains.medical.sample import FAKE_BIRTH_DATE, FAKE_PATIENT_NAME
+
+RECORD_KEYS = {"id", "text", "split", "image_file", "caption", "findings", "impression"}
+
+
+def run_cli(capsys, *argv: str | Path) -> tuple[int, list[str], str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, [line for line in captured.out.splitlines() if line.strip()], captured.err
+
+
+def test_records_cover_every_split_once_with_whitelisted_tags(sample_root: Path):
+    records = report_records(sample_root)
+    cases = {
+        case["id"]: case
+        for case in json.loads((sample_root / "manifest.json").read_text())["cases"]
+    }
+    assert sorted(record["id"] for record in records) == sorted(cases)
+    assert {record["split"] for record in records} == {"train", "test"}
+    for record in records:
+        case = cases[record["id"]]
+        assert set(record) == RECORD_KEYS | set(RECORD_TAGS)
+        assert (
+            record["split"] == case["split"] and record["image_file"] == f"images/{case['id']}.dcm"
+        )
+        assert record["Modality"] == case["modality"]
+        assert record["text"].startswith(record["impression"])
+    dumped = json.dumps(records)
+    for identifier in (FAKE_PATIENT_NAME, FAKE_BIRTH_DATE, "SYNTHETIC-SYN_", "PatientID"):
+        assert identifier not in dumped
+    assert set(RECORD_TAGS) <= set(SAFE_TAGS)
+
+
+def test_read_dicom_meta_is_the_readers_whitelist_without_pixels(sample_root: Path):
+    path = sample_root / "images" / "SYN_0004.dcm"
+    meta = read_dicom_meta(path)
+    decoded = read_dicom(path, frame=0).meta
+    assert meta == {key: value for key, value in decoded.items() if key in SAFE_TAGS}
+    assert "PatientName" not in meta and meta["Modality"] in ("CT", "DX")
+
+
+def test_records_keep_findings_and_impression_only(tmp_path: Path):
+    """A ROCO-layout folder of PNGs with one report whose other sections hold personal details."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "captions.txt").write_text("ROCO_1\tChest film.\nROCO_2\tHead CT.\n")
+    (tmp_path / "images").mkdir()
+    for name in ("ROCO_1", "ROCO_2"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / f"{name}.png")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "ROCO_1.txt").write_text(
+        "HISTORY: Jane Roe, 54, seen on 2020-01-02.\nFINDINGS: Clear lungs.\n"
+        "IMPRESSION: Normal chest.\nCOMPARISON: Jane Roe's prior film.\n"
+    )
+    first, second = report_records(tmp_path)
+    assert first["text"] == "Normal chest. Clear lungs." and first["caption"] == "Chest film."
+    assert "Jane" not in json.dumps(first) and "Modality" not in first
+    assert second["text"] == "Head CT." and second["findings"] == second["impression"] == ""
+    with pytest.raises(DataRootError, match="no captions.txt in any split"):
+        report_records(tmp_path / "images")
+
+
+def test_kb_build_and_image_search_round_trip(
+    pretrained: Path, sample_root: Path, tmp_path: Path, capsys
+):
+    kb = tmp_path / "kb"
+    code, lines, _ = run_cli(
+        capsys, "kb", "build", "--domain", "medical", "--data", sample_root,
+        "--checkpoint", pretrained, "--out", kb,
+    )  # fmt: skip
+    summary = json.loads(lines[0])
+    assert code == 0 and summary["count"] == 36 and summary["recall"] == 1.0
+
+    query = sample_root / "images" / "SYN_0004.dcm"
+    code, lines, _ = run_cli(
+        capsys, "kb", "search", kb, "--image", query, "-k", "3", "--filter", "split=train"
+    )
+    hits = [json.loads(line) for line in lines]
+    # By hand: cosine of the query's pooled image embedding with every training report.
+    encoder = load_system(pretrained).encoder()
+    train = [record for record in report_records(sample_root) if record["split"] == "train"]
+    image = encoder.encode_images(encoder.load_image(query)[None])
+    cosine = (image @ encoder.encode_texts([record["text"] for record in train]).T)[0]
+    best = cosine.topk(3)
+    assert code == 0 and [hit["rank"] for hit in hits] == [1, 2, 3]
+    assert [hit["record"]["id"] for hit in hits] == [train[i]["id"] for i in best.indices]
+    assert [hit["score"] for hit in hits] == pytest.approx(best.values.tolist(), abs=1e-5)
+    assert all(hit["record"]["split"] == "train" for hit in hits)
+
+
+def test_kb_build_asks_for_the_dataset_when_the_domain_needs_one(
+    pretrained: Path, tmp_path: Path, capsys
+):
+    code, _, err = run_cli(
+        capsys, "kb", "build", "--domain", "medical", "--checkpoint", pretrained,
+        "--out", tmp_path / "kb",
+    )  # fmt: skip
+    assert code == 1 and "pass --data ROOT" in err and not (tmp_path / "kb").exists()
+    code, _, err = run_cli(
+        capsys, "kb", "build", "--domain", "remote_sensing", "--data", tmp_path,
+        "--checkpoint", pretrained, "--out", tmp_path / "kb",
+    )  # fmt: skip
+    assert code == 1 and "drop --data" in err
+    (tmp_path / "items.jsonl").write_text('{"text": "x"}\n')
+    code, _, err = run_cli(
+        capsys, "kb", "build", "--jsonl", tmp_path / "items.jsonl", "--data", tmp_path,
+        "--checkpoint", pretrained, "--out", tmp_path / "kb",
+    )  # fmt: skip
+    assert code == 1 and "use it with --domain" in err
