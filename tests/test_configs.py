@@ -19,6 +19,10 @@ def test_config_parses_and_prints(config: Path, capsys):
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "class_path" in printed and "root:" in printed
+    if "ModelCheckpoint" in printed:
+        # Lightning would write last-v1.ckpt beside an old last.ckpt, and the configs that
+        # read last.ckpt (init_from, make demo) would silently use the previous run.
+        assert "enable_version_counter: false" in printed
 
 
 @pytest.mark.parametrize(

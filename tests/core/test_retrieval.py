@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from core.cli import main
+from core.encoder import Encoder
+from core.metrics import ranking_metrics
 from core.retrieval import (
     FilterError,
     KnowledgeBaseSearch,
@@ -14,10 +18,11 @@ from core.retrieval import (
     images_for_texts,
     parse_filters,
     rank,
+    rerank,
     texts_for_images,
 )
 from retrieval_db import EncoderMismatchError, KnowledgeBase
-from tests.core.test_zeroshot import ColourSystem, colour_png
+from tests.core.test_zeroshot import ColourSystem, colour_png, save_checkpoint
 
 
 @pytest.fixture
@@ -109,3 +114,66 @@ def test_knowledge_base_refuses_another_encoder_unless_allowed():
         KnowledgeBaseSearch(other.encoder(), knowledge_base)
     searcher = KnowledgeBaseSearch(other.encoder(), knowledge_base, allow_encoder_mismatch=True)
     assert searcher.search_text("green", k=1)[0].record["text"] == "green forest"
+
+
+class TableEncoder:
+    """Images are the strings "0".."2" (looked up in a table); ``score_fn`` reads a fixed matrix."""
+
+    IMAGES = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    TEXTS = {"t0": [0.6, 0.8], "t1": [1.0, 0.0], "t2": [0.0, 1.0]}
+    ITM = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [1.0, 0.0, 5.0]])  # [image, text]
+
+    def __init__(self) -> None:
+        self.scored: list[tuple[int, str]] = []
+
+    def score(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        image = int(images[0, 0])
+        self.scored += [(image, text) for text in texts]
+        return self.ITM[image, [int(text[1]) for text in texts]][None]
+
+    def encoder(self) -> Encoder:
+        return Encoder(
+            name="table",
+            image_fn=lambda batch: self.IMAGES[batch[:, 0].long()],
+            text_fn=lambda texts: torch.tensor([self.TEXTS[text] for text in texts]),
+            load_image=lambda path: torch.tensor([float(path)]),
+            modules=[],
+            score_fn=self.score,
+        )
+
+
+def test_rerank_by_hand():
+    """Embeddings rank the positive of t0 3rd, t1 2nd, t2 1st (images: i0 2nd, i1 2nd, i2 1st);
+    the ITM matrix puts every positive first within a shortlist of 2."""
+    table = TableEncoder()
+    encoder = table.encoder()
+    image_emb = encoder.encode_images(torch.tensor([[0.0], [1.0], [2.0]]))
+    text_emb = encoder.encode_texts(["t0", "t1", "t2"])
+    images_per_text, texts_per_image = rerank(
+        encoder, ["0", "1", "2"], ["t0", "t1", "t2"], image_emb, text_emb, shortlist=2, depth=3
+    )
+    # t0's shortlist {i1, i2} misses i0 and is re-ordered by ITM (i2: 1.0 > i1: 0.0).
+    assert images_per_text.tolist() == [[2, 1, 0], [1, 0, 2], [2, 1, 0]]
+    assert texts_per_image.tolist() == [[0, 1, 2], [1, 0, 2], [2, 0, 1]]
+    # 7 of the 9 pairs are in some shortlist, each scored once.
+    assert sorted(table.scored) == sorted(
+        [(0, "t0"), (0, "t1"), (1, "t0"), (1, "t1"), (1, "t2"), (2, "t0"), (2, "t2")]
+    )
+    metrics = ranking_metrics(images_per_text, texts_per_image, [0, 1, 2], recall_at=(1, 2, 3))
+    assert metrics["image_retrieval_recall@1"] == pytest.approx(2 / 3)
+    assert metrics["image_retrieval_recall@2"] == pytest.approx(2 / 3)
+    assert metrics["image_retrieval_recall@3"] == 1.0
+    assert metrics["text_retrieval_recall@1"] == 1.0
+    assert metrics["mean_recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 3) / 6)
+
+
+def test_eval_retrieval_rerank_needs_a_pair_scorer(tmp_path: Path, capsys):
+    checkpoint = save_checkpoint(ColourSystem(), tmp_path / "colour.ckpt")
+    colour_png(tmp_path / "red.png", (230, 20, 10))
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"image": "red.png", "caption": "red"}))
+    code = main([
+        "eval", "retrieval", "--checkpoint", str(checkpoint), "--data",
+        str(tmp_path / "pairs.jsonl"), "--rerank", "5",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "--rerank needs an encoder that scores image-text pairs" in err

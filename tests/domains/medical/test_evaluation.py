@@ -10,10 +10,7 @@ import torch
 
 from core.checkpoint import load_system
 from core.cli import main
-from core.encoder import Encoder
 from core.errors import DataRootError
-from core.metrics import ranking_metrics
-from core.retrieval import rerank
 from core.zeroshot import TemplateError, fill
 from domains.medical import PLUGIN
 from domains.medical.evaluation_data import organ_name
@@ -112,57 +109,6 @@ def test_retrieval_data_pairs_each_held_out_image_with_its_report(sample_root: P
     assert data.captions[0] == f"{impression} {findings}"
 
 
-class TableEncoder:
-    """Images are the strings "0".."2" (looked up in a table); ``score_fn`` reads a fixed matrix."""
-
-    IMAGES = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
-    TEXTS = {"t0": [0.6, 0.8], "t1": [1.0, 0.0], "t2": [0.0, 1.0]}
-    ITM = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [1.0, 0.0, 5.0]])  # [image, text]
-
-    def __init__(self) -> None:
-        self.scored: list[tuple[int, str]] = []
-
-    def score(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        image = int(images[0, 0])
-        self.scored += [(image, text) for text in texts]
-        return self.ITM[image, [int(text[1]) for text in texts]][None]
-
-    def encoder(self) -> Encoder:
-        return Encoder(
-            name="table",
-            image_fn=lambda batch: self.IMAGES[batch[:, 0].long()],
-            text_fn=lambda texts: torch.tensor([self.TEXTS[text] for text in texts]),
-            load_image=lambda path: torch.tensor([float(path)]),
-            modules=[],
-            score_fn=self.score,
-        )
-
-
-def test_rerank_by_hand():
-    """Embeddings rank the positive of t0 3rd, t1 2nd, t2 1st (images: i0 2nd, i1 2nd, i2 1st);
-    the ITM matrix puts every positive first within a shortlist of 2."""
-    table = TableEncoder()
-    encoder = table.encoder()
-    image_emb = encoder.encode_images(torch.tensor([[0.0], [1.0], [2.0]]))
-    text_emb = encoder.encode_texts(["t0", "t1", "t2"])
-    images_per_text, texts_per_image = rerank(
-        encoder, ["0", "1", "2"], ["t0", "t1", "t2"], image_emb, text_emb, shortlist=2, depth=3
-    )
-    # t0's shortlist {i1, i2} misses i0 and is re-ordered by ITM (i2: 1.0 > i1: 0.0).
-    assert images_per_text.tolist() == [[2, 1, 0], [1, 0, 2], [2, 1, 0]]
-    assert texts_per_image.tolist() == [[0, 1, 2], [1, 0, 2], [2, 0, 1]]
-    # 7 of the 9 pairs are in some shortlist, each scored once.
-    assert sorted(table.scored) == sorted(
-        [(0, "t0"), (0, "t1"), (1, "t0"), (1, "t1"), (1, "t2"), (2, "t0"), (2, "t2")]
-    )
-    metrics = ranking_metrics(images_per_text, texts_per_image, [0, 1, 2], recall_at=(1, 2, 3))
-    assert metrics["image_retrieval_recall@1"] == pytest.approx(2 / 3)
-    assert metrics["image_retrieval_recall@2"] == pytest.approx(2 / 3)
-    assert metrics["image_retrieval_recall@3"] == 1.0
-    assert metrics["text_retrieval_recall@1"] == 1.0
-    assert metrics["mean_recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 3) / 6)
-
-
 def test_eval_retrieval_embedding_and_full_itm_rerank_match_a_hand_computation(
     pretrained: Path, sample_root: Path, capsys
 ):
@@ -186,16 +132,3 @@ def test_eval_retrieval_embedding_and_full_itm_rerank_match_a_hand_computation(
         reranked = result["reranked"]
         assert reranked[f"text_retrieval_recall@{k}"] == pytest.approx(hand_recall(itm, k))
         assert reranked[f"image_retrieval_recall@{k}"] == pytest.approx(hand_recall(itm.T, k))
-
-
-def test_eval_retrieval_rerank_needs_a_pair_scorer(tmp_path: Path, capsys):
-    from tests.core.test_zeroshot import ColourSystem, colour_png, save_checkpoint
-
-    checkpoint = save_checkpoint(ColourSystem(), tmp_path / "colour.ckpt")
-    colour_png(tmp_path / "red.png", (230, 20, 10))
-    (tmp_path / "pairs.jsonl").write_text(json.dumps({"image": "red.png", "caption": "red"}))
-    code, _, err = run_cli(
-        capsys, "eval", "retrieval", "--checkpoint", checkpoint, "--data",
-        tmp_path / "pairs.jsonl", "--rerank", "5",
-    )  # fmt: skip
-    assert code == 1 and "--rerank needs an encoder that scores image-text pairs" in err
