@@ -23,7 +23,8 @@ class Encoder:
     ``image_fn`` takes a preprocessed batch ``[B, C, H, W]``; ``text_fn`` takes raw strings (it owns
     tokenisation). ``load_image`` turns a file path into one preprocessed ``[C, H, W]`` tensor.
     ``score_fn`` optionally replaces cosine scoring (for example an ITM head); it receives images
-    and a list of texts and returns logits ``[B, len(texts)]``.
+    and a list of texts and returns logits ``[B, len(texts)]``. ``device`` is where the modules
+    live: inputs go there and results come back on the CPU, so callers never track devices.
     """
 
     name: str
@@ -33,14 +34,23 @@ class Encoder:
     modules: Sequence[torch.nn.Module]
     preprocessing: dict = field(default_factory=dict)
     score_fn: Callable[[Tensor, Sequence[str]], Tensor] | None = None
+    device: str = "cpu"
 
     @torch.no_grad()
     def encode_images(self, images: Tensor) -> Tensor:
-        return torch.nn.functional.normalize(self.image_fn(images).float(), dim=-1)
+        embedding = self.image_fn(images.to(self.device)).float()
+        return torch.nn.functional.normalize(embedding, dim=-1).cpu()
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
-        return torch.nn.functional.normalize(self.text_fn(list(texts)).float(), dim=-1)
+        return torch.nn.functional.normalize(self.text_fn(list(texts)).float(), dim=-1).cpu()
+
+    @torch.no_grad()
+    def score(self, images: Tensor, texts: Sequence[str]) -> Tensor:
+        """``score_fn`` logits ``[B, len(texts)]`` on the CPU."""
+        if self.score_fn is None:
+            raise ValueError(f"encoder {self.name!r} has no score_fn")
+        return self.score_fn(images.to(self.device), list(texts)).float().cpu()
 
     def identity(self) -> dict:
         """Name plus a hash of the weights and preprocessing: what a knowledge base records."""

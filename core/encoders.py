@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import open_clip
+import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import Tensor, nn
 
@@ -31,21 +32,38 @@ class EncoderSpecError(DomainVLMError, ValueError):
     pass
 
 
-def load_encoder(spec: str) -> Encoder:
-    return load_encoder_and_system(spec)[0]
+def resolve_device(device: str) -> str:
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise EncoderSpecError(f"--device {device!r} is not a device torch knows ({exc})") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise EncoderSpecError(f"--device {device!r}: torch sees no CUDA GPU on this machine")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise EncoderSpecError(f"--device {device!r}: MPS is not available on this machine")
+    return device
 
 
-def load_encoder_and_system(spec: str) -> tuple[Encoder, BaseSystem | None]:
-    """The encoder, plus the trained system when the spec is a checkpoint (it names the domain)."""
+def load_encoder(spec: str, device: str = "cpu") -> Encoder:
+    return load_encoder_and_system(spec, device)[0]
+
+
+def load_encoder_and_system(spec: str, device: str = "cpu") -> tuple[Encoder, BaseSystem | None]:
+    """The encoder on ``device``, plus the trained system when the spec is a checkpoint (it names
+    the domain)."""
+    device = resolve_device(device)
     if spec.startswith(OPENCLIP_PREFIX):
         model_name, _, pretrained = spec.removeprefix(OPENCLIP_PREFIX).partition(":")
         if not model_name:
             raise EncoderSpecError(
                 f"encoder spec {spec!r} names no model: openclip:<model>[:<tag>]"
             )
-        return openclip_model_encoder(model_name, pretrained or None), None
+        return openclip_model_encoder(model_name, pretrained or None, device), None
     if spec.startswith(HUB_PREFIXES):
-        return openclip_model_encoder(spec, None), None
+        return openclip_model_encoder(spec, None, device), None
     path = Path(spec).expanduser()
     if not path.is_file():
         raise EncoderSpecError(
@@ -53,17 +71,20 @@ def load_encoder_and_system(spec: str) -> tuple[Encoder, BaseSystem | None]:
             "openclip:<model>[:<pretrained tag or weights file>], hf-hub:<org/repo> or "
             "local-dir:<folder>"
         )
-    system = load_system(path)
+    system = load_system(path).to(device)
     encoder = system.encoder()
     encoder.name = str(path.resolve())
+    encoder.device = device
     return encoder, system
 
 
-def openclip_model_encoder(model_name: str, pretrained: str | None = None) -> Encoder:
+def openclip_model_encoder(
+    model_name: str, pretrained: str | None = None, device: str = "cpu"
+) -> Encoder:
     """An open_clip model (built offline unless a tag or hub id asks for weights) as an Encoder."""
     model, preprocessing = build_clip(model_name, pretrained)
     name = _canonical_name(model_name, pretrained)
-    return openclip_encoder(model, _tokenizer_for(model, model_name), name, preprocessing)
+    return openclip_encoder(model, _tokenizer_for(model, model_name), name, preprocessing, device)
 
 
 def openclip_encoder(
@@ -71,9 +92,10 @@ def openclip_encoder(
     tokenizer: Callable[[Sequence[str]], Tensor],
     name: str,
     preprocessing: dict | None = None,
+    device: str = "cpu",
 ) -> Encoder:
     """Wrap an in-memory open_clip model; images go through open_clip's own eval transform."""
-    model.eval()
+    model.eval().to(device)
     transform = image_transform_v2(
         PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=False
     )
@@ -84,10 +106,11 @@ def openclip_encoder(
     return Encoder(
         name=name,
         image_fn=model.encode_image,
-        text_fn=lambda texts: model.encode_text(tokenizer(list(texts))),
+        text_fn=lambda texts: model.encode_text(tokenizer(list(texts)).to(device)),
         load_image=load_image,
         modules=[model],
         preprocessing=dict(preprocessing or {}),
+        device=device,
     )
 
 

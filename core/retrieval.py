@@ -132,7 +132,7 @@ def rerank(
         for image, tensor in enumerate(batch, start=first):
             pairs = sorted(wanted[image])
             if pairs:
-                row = encoder.score_fn(tensor[None], [texts[text] for text in pairs])[0]
+                row = encoder.score(tensor[None], [texts[text] for text in pairs])[0]
                 scores |= {(image, text): float(score) for text, score in zip(pairs, row.tolist())}
         first += len(batch)
     images_per_text = _reordered(images_per_text, shortlist, lambda t, i: scores[i, t])

@@ -174,7 +174,7 @@ class ZeroShotClassifier:
         texts = [fill(template, name) for name in classnames for template in templates]
         rows = []
         for batch in iter_image_batches(self.encoder, images, self.batch_size):
-            scores = self.encoder.score_fn(batch, texts).float()
+            scores = self.encoder.score(batch, texts)
             rows.append(scores.reshape(len(batch), len(classnames), len(templates)).mean(dim=2))
         return torch.cat(rows).cpu()
 

@@ -23,6 +23,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.commands import add_device_argument
 from core.errors import DomainVLMError
 from core.io import atomic_write_json, resolve_within
 from core.registry import (
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         task.add_argument("--domain", help="domain of --data (default: the checkpoint's domain)")
         task.add_argument("--split", default="test", help="split of a domain dataset root")
         task.add_argument("--batch-size", type=int, default=32)
+        add_device_argument(task)
         task.add_argument("--out", type=Path, help="also write the JSON result to this file")
         task.add_argument(
             "--table", action="store_true", help="print a per-language table instead of JSON"
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationDataError(f"eval {args.task} needs --{required} (or it in --config)")
     args.data = Path(args.data)
 
-    encoder, system = load_encoder_and_system(args.checkpoint)
+    encoder, system = load_encoder_and_system(args.checkpoint, args.device)
     plugin = resolve_domain(args.domain, type(system).__module__ if system is not None else None)
     if args.task == "zeroshot" and args.lang == "all":
         result = evaluate_zeroshot_all_languages(args, encoder, plugin)

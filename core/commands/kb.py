@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.commands import add_device_argument
 from core.errors import DomainVLMError
 from core.io import resolve_within
 from core.registry import get_domain
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--checkpoint", required=True, help="checkpoint or openclip:/hf-hub: spec")
     build.add_argument("--out", required=True, type=Path, help="knowledge-base directory")
     build.add_argument("--batch-size", type=int, default=64)
+    add_device_argument(build)
     build.add_argument("--index-factory", help="force a FAISS factory string (default: by size)")
 
     search = actions.add_parser("search", help="print the best matches as JSON lines")
@@ -65,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--filter", action="append", default=[], help="key=value (repeat a key for any-of)"
     )
     search.add_argument("--checkpoint", help="encoder to use instead of the manifest's")
+    add_device_argument(search)
     search.add_argument(
         "--allow-encoder-mismatch",
         action="store_true",
@@ -91,7 +94,7 @@ def build(args: argparse.Namespace) -> int:
     if args.data is not None and not args.domain:
         raise KnowledgeBaseCommandError("--data names a domain's dataset: use it with --domain")
     records = domain_records(args.domain, args.data) if args.domain else read_jsonl(args.jsonl)
-    encoder = load_encoder(args.checkpoint)
+    encoder = load_encoder(args.checkpoint, args.device)
     vectors = embed_records(encoder, records, args.jsonl, args.batch_size)
     knowledge_base = KnowledgeBase.from_vectors(
         vectors, records, encoder=encoder.identity(), index_factory=args.index_factory
@@ -187,7 +190,11 @@ def search(args: argparse.Namespace) -> int:
     from retrieval_db import EncoderMismatchError, KnowledgeBase, read_manifest
 
     manifest = read_manifest(args.directory)
-    encoder = load_encoder(args.checkpoint) if args.checkpoint else manifest_encoder(manifest)
+    encoder = (
+        load_encoder(args.checkpoint, args.device)
+        if args.checkpoint
+        else manifest_encoder(manifest, args.device)
+    )
     knowledge_base = KnowledgeBase.load(args.directory)
     try:
         searcher = KnowledgeBaseSearch(encoder, knowledge_base, args.allow_encoder_mismatch)
@@ -203,12 +210,12 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
-def manifest_encoder(manifest: Manifest) -> Encoder:
+def manifest_encoder(manifest: Manifest, device: str = "cpu") -> Encoder:
     from core.encoders import load_encoder
 
     name = manifest.encoder["name"]
     try:
-        return load_encoder(name)
+        return load_encoder(name, device)
     except (DomainVLMError, ValueError, OSError) as exc:
         raise KnowledgeBaseCommandError(
             f"cannot rebuild the knowledge base's encoder {name!r} here ({exc}); pass --checkpoint"

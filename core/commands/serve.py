@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from core.commands import add_device_argument
 from core.errors import DomainVLMError
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8000)
+    add_device_argument(parser)
     parser.add_argument("--token", default=os.environ.get("DOMAINVLM_TOKEN"), help="bearer token")
     parser.add_argument("--max-upload-mb", type=float, help="request body cap (default 20 MiB)")
     parser.add_argument("--max-pixels", type=int, help="image pixel cap (default 40 million)")
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from core.service import ServiceLimits, create_app
     from retrieval_db import KnowledgeBase, KnowledgeBaseError
 
-    encoder = load_encoder(args.checkpoint)
+    encoder = load_encoder(args.checkpoint, args.device)
     limits = ServiceLimits(
         **{
             name: value

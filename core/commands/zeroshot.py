@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from core.commands import add_device_argument
+
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
 
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--top-k", type=int, default=5, help="classes listed per image")
     parser.add_argument("--batch-size", type=int, default=32)
+    add_device_argument(parser)
     parser.add_argument(
         "images", nargs="+", help="image files (any format an installed domain reads)"
     )
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from core.zeroshot import ZeroShotClassifier, load_templates, templates_for
 
     classes = parse_classes(args.classes)
-    encoder, system = load_encoder_and_system(args.checkpoint)
+    encoder, system = load_encoder_and_system(args.checkpoint, args.device)
     plugin = resolve_domain(None, type(system).__module__ if system is not None else None)
     if args.templates:
         templates = load_templates(args.templates, args.lang)

@@ -132,6 +132,33 @@ def test_zeroshot_bad_spec_is_a_one_line_error(tmp_path: Path, capsys):
     assert code == 1 and "domainvlm: error:" in err and "none.ckpt" in err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_without_a_gpu_is_a_one_line_error(tmp_path: Path, checkpoint: Path, capsys):
+    image = colour_png(tmp_path / "a.png", RED)
+    code, lines, err = run_cli(
+        capsys, "zeroshot", "--checkpoint", checkpoint, "--classes", "red,blue",
+        "--device", "cuda", image,
+    )  # fmt: skip
+    assert code == 1 and not lines
+    assert (
+        err.strip() == "domainvlm: error: --device 'cuda': torch sees no CUDA GPU on this machine"
+    )
+
+
+def test_device_cpu_and_auto_give_the_same_answer(tmp_path: Path, checkpoint: Path, capsys):
+    image = colour_png(tmp_path / "a.png", RED)
+    answers = []
+    for device in ("cpu", "auto"):
+        code, lines, _ = run_cli(
+            capsys, "zeroshot", "--checkpoint", checkpoint, "--classes", "red,blue",
+            "--device", device, image,
+        )  # fmt: skip
+        assert code == 0
+        answers.append(json.loads(lines[0]))
+    assert answers[0]["label"] == answers[1]["label"] == "red"
+    assert answers[0]["probability"] == pytest.approx(answers[1]["probability"], abs=1e-4)
+
+
 # ----------------------------------------------------------------------------------- eval
 
 

@@ -14,7 +14,12 @@ from PIL import Image
 from torch import Tensor, nn
 
 from core.encoder import Encoder
-from core.encoders import EncoderSpecError, load_encoder, openclip_model_encoder
+from core.encoders import (
+    EncoderSpecError,
+    load_encoder,
+    openclip_model_encoder,
+    resolve_device,
+)
 from core.images import read_image, to_rgb_image
 from core.system import BaseSystem
 from core.tokenizers import ByteTokenizer
@@ -213,6 +218,44 @@ def test_predict_on_png_paths_from_a_checkpoint(tmp_path: Path):
     )
     assert [p.label for p in predictions] == ["red", "blue", "green"]
     assert all(p.probabilities[p.label] > 0.9 for p in predictions)
+
+
+def test_encoder_sends_inputs_to_its_device_and_results_to_the_cpu():
+    """The meta device stands in for a GPU: what reaches the model is on the encoder's device."""
+    seen: list[torch.device] = []
+
+    def on_device(output: Tensor):
+        def fn(inputs):
+            if isinstance(inputs, Tensor):
+                seen.append(inputs.device)
+            return output
+
+        return fn
+
+    encoder = Encoder(
+        name="meta",
+        image_fn=on_device(torch.ones(2, 4)),
+        text_fn=on_device(torch.ones(1, 4)),
+        load_image=str,
+        modules=[],
+        score_fn=lambda images, texts: on_device(torch.ones(len(images), len(texts)))(images),
+        device="meta",
+    )
+    images = torch.zeros(2, 3, 8, 8)
+    assert encoder.encode_images(images).device.type == "cpu"
+    assert encoder.encode_texts(["a"]).device.type == "cpu"
+    assert encoder.score(images, ["a", "b"]).shape == (2, 2)
+    assert [device.type for device in seen] == ["meta", "meta"]
+
+
+def test_device_names_are_checked():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(EncoderSpecError, match="not a device torch knows"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(EncoderSpecError, match="no CUDA GPU"):
+            resolve_device("cuda:0")
 
 
 def test_encoder_score_fn_replaces_cosine_and_averages_templates():
