@@ -55,7 +55,8 @@ demo-remote-sensing: env
 	$(DVLM) fit --config configs/remote_sensing/tiny.yaml --ckpt_path last
 	$(DVLM) eval zeroshot --checkpoint $(RS_CLIP) --data $(RS_DATA) --lang all --table \
 		--confusion-matrix $(RS_RUNS)/tiny/confusion_matrix_en.png
-	$(DVLM) eval retrieval --checkpoint $(RS_CLIP) --data $(RS_DATA) --table
+	$(DVLM) eval retrieval --checkpoint $(RS_CLIP) --data $(RS_DATA) --table \
+		--grid $(RS_RUNS)/tiny/retrieval_grid.png
 	$(DVLM) fit --config $(RS_EXPERTS) --ckpt_path last
 	$(DVLM) fit --config $(RS_EXPERTS) --config configs/remote_sensing/no_retrieval.yaml --ckpt_path last
 	$(DVLM) test --config $(RS_EXPERTS) --ckpt_path $(RS_RUNS)/semantic_experts/checkpoints/last.ckpt
@@ -84,7 +85,8 @@ demo-medical: env
 	$(DVLM) fit --config configs/medical/tiny_vqa.yaml --ckpt_path last
 	$(PY) -m domains.medical.vqa_report --data $(MED_DATA) $(MED_RUNS)/tiny_vqa/checkpoints/last.ckpt
 	$(DVLM) eval zeroshot --checkpoint $(MED_M3AE) --data $(MED_DATA) --table
-	$(DVLM) eval retrieval --checkpoint $(MED_M3AE) --data $(MED_DATA) --rerank 16 --table
+	$(DVLM) eval retrieval --checkpoint $(MED_M3AE) --data $(MED_DATA) --rerank 16 --table \
+		--grid $(MED_RUNS)/tiny_pretrain/retrieval_grid.png
 	$(DVLM) kb build --domain medical --data $(MED_DATA) --checkpoint $(MED_M3AE) \
 		--out $(MED_RUNS)/knowledge_base
 	$(DVLM) zeroshot --checkpoint $(MED_M3AE) --classes "chest,brain,abdomen" $(MED_DICOM)

@@ -7,15 +7,11 @@ classes present, retrieval recall@k counts a hit when any positive is in the top
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-
-from core.io import atomic_save
 
 RECALL_AT = (1, 5, 10)
 
@@ -148,44 +144,3 @@ def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> 
     targets = torch.as_tensor(targets, dtype=torch.long)
     flat = torch.bincount(targets * num_classes + predictions, minlength=num_classes**2)
     return flat.reshape(num_classes, num_classes).numpy()
-
-
-def confusion_matrix_png(matrix: np.ndarray, classnames: Sequence[str], path: str | Path) -> Path:
-    """A row-normalised confusion matrix heat map with counts, written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    count = len(classnames)
-    if matrix.shape != (count, count):
-        raise ValueError(f"matrix shape {matrix.shape} does not match {count} class names")
-    rows = matrix.sum(axis=1, keepdims=True)
-    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
-    side = min(4 + 0.4 * count, 30)
-    figure = Figure(figsize=(side, side), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    image = axes.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of true class")
-    axes.set_xticks(range(count), classnames, rotation=90)
-    axes.set_yticks(range(count), classnames)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    if count <= 30:
-        for true in range(count):
-            for predicted in range(count):
-                colour = "white" if normalised[true, predicted] > 0.5 else "black"
-                axes.text(
-                    predicted,
-                    true,
-                    int(matrix[true, predicted]),
-                    ha="center",
-                    va="center",
-                    color=colour,
-                    fontsize=8,
-                )
-    path = Path(path)
-    with warnings.catch_warnings():
-        # Matplotlib's bundled font has no CJK glyphs; those class names render as boxes.
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        atomic_save(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
-    return path

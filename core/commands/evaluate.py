@@ -1,7 +1,7 @@
 """Evaluate zero-shot classification or image-text retrieval (CLIP_benchmark metric names).
 
     domainvlm eval zeroshot --checkpoint C --data D [--lang xx|all] [--confusion-matrix cm.png]
-    domainvlm eval retrieval --checkpoint C --data D [--table] [--rerank N]
+    domainvlm eval retrieval --checkpoint C --data D [--table] [--rerank N] [--grid grid.png]
     domainvlm eval zeroshot --config configs/remote_sensing/eval/remoteclip.yaml --data D
 
 An eval config is a YAML file of these options (checkpoint, domain, lang, templates, ...); flags
@@ -36,6 +36,8 @@ from core.registry import (
 )
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from core.encoder import Encoder
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
@@ -76,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also report recall with each query's top N re-ranked by the encoder's own pair "
         "scorer (an ITM head; medical checkpoints have one)",
     )
+    retrieval.add_argument(
+        "--grid",
+        type=Path,
+        help="write a PNG: text queries spread over the set, each with its top images "
+        "(framed green when right, red when wrong; re-ranked order with --rerank)",
+    )
+    retrieval.add_argument("--grid-queries", type=int, default=8, help="rows of --grid")
     zeroshot.add_argument(
         "--lang",
         default="en",
@@ -164,7 +173,13 @@ def format_table(result: dict) -> str:
     for lang, metrics in rows.items():
         cells = (f"{100 * metrics[column]:>{len(column)}.1f}" for column in columns)
         lines.append(" ".join([f"{lang:<6}", *cells]))
-    return "\n".join([f"{result['task']} (percent)", *lines])
+    written = [
+        f"{name}: {metrics[name]}"
+        for metrics in (result, *result.get("per_language", {}).values())
+        for name in ("confusion_matrix", "grid")
+        if name in metrics
+    ]
+    return "\n".join([f"{result['task']} (percent)", *lines, *written])
 
 
 def resolve_domain(name: str | None, system_module: str | None) -> DomainPlugin | None:
@@ -193,7 +208,8 @@ def _package_of(module: str) -> str:
 def evaluate_zeroshot(
     args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
 ) -> dict:
-    from core.metrics import confusion_matrix, confusion_matrix_png, zeroshot_metrics
+    from core.metrics import confusion_matrix, zeroshot_metrics
+    from core.plots import confusion_matrix_png
     from core.zeroshot import ZeroShotClassifier, load_templates
 
     if plugin is not None and plugin.zeroshot_data is not None and not args.class_folders:
@@ -214,7 +230,9 @@ def evaluate_zeroshot(
     result = {"task": "zeroshot", "lang": args.lang, **zeroshot_metrics(logits, data.labels)}
     if args.confusion_matrix:
         matrix = confusion_matrix(logits.argmax(dim=1), data.labels, len(data.classnames))
-        confusion_matrix_png(matrix, data.classnames, args.confusion_matrix)
+        result["confusion_matrix"] = str(
+            confusion_matrix_png(matrix, data.classnames, args.confusion_matrix)
+        )
     return result
 
 
@@ -290,7 +308,42 @@ def evaluate_retrieval(
         )
         result["reranked"] = {"shortlist": args.rerank}
         result["reranked"] |= ranking_metrics(*rankings, data.image_index)
+    if args.grid:
+        images_per_text = rankings[0] if args.rerank else None
+        result["grid"] = str(
+            retrieval_grid(args, encoder, data, image_emb, text_emb, images_per_text)
+        )
     return result
+
+
+def retrieval_grid(
+    args: argparse.Namespace,
+    encoder: Encoder,
+    data: RetrievalData,
+    image_emb: Tensor,
+    text_emb: Tensor,
+    images_per_text: Tensor | None,
+) -> Path:
+    """Queries evenly spaced over the captions (so several images and languages show up)."""
+    from core.plots import preview_rgb, retrieval_grid_png
+
+    if args.grid_queries < 1:
+        raise EvaluationDataError(f"--grid-queries must be at least 1, got {args.grid_queries}")
+    count = min(args.grid_queries, len(data.captions))
+    rows = sorted({round(i * (len(data.captions) - 1) / max(count - 1, 1)) for i in range(count)})
+    columns = min(5, len(data.paths))
+    mean, std = encoder.preprocessing.get("mean"), encoder.preprocessing.get("std")
+    if images_per_text is None:
+        images_per_text = (text_emb[rows] @ image_emb.T).topk(columns, dim=1).indices
+    else:
+        images_per_text = images_per_text[rows]
+    return retrieval_grid_png(
+        [data.captions[row] for row in rows],
+        images_per_text[:, :columns].tolist(),
+        [{data.image_index[row]} for row in rows],
+        lambda index: preview_rgb(encoder.load_image(data.paths[index]), mean, std),
+        args.grid,
+    )
 
 
 def jsonl_retrieval_data(path: Path) -> RetrievalData:

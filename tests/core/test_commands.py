@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from core.cli import main
 from core.registry import DomainPlugin, RetrievalData, ZeroShotData, load_domains
@@ -274,6 +275,29 @@ def test_eval_retrieval_on_jsonl_captions_per_language(tmp_path: Path, checkpoin
 
 
 # -------------------------------------------------------------------------------------- kb
+
+
+def test_eval_retrieval_grid_shows_the_misleading_caption_as_a_miss(
+    tmp_path: Path, checkpoint: Path, capsys
+):
+    from core.plots import HIT, MISS
+
+    rows = [("r.png", "a red field", RED), ("g.png", "a green field", GREEN)]
+    rows += [("b.png", "a green lake", BLUE)]  # misleading: retrieves g.png first
+    for name, _, rgb in rows:
+        colour_png(tmp_path / name, rgb)
+    data = tmp_path / "captions.jsonl"
+    data.write_text("\n".join(json.dumps({"image": n, "caption": c}) for n, c, _ in rows))
+    code, lines, _ = run_cli(
+        capsys, "eval", "retrieval", "--checkpoint", checkpoint, "--data", data,
+        "--grid", tmp_path / "grid.png", "--grid-queries", "3",
+    )  # fmt: skip
+    assert code == 0 and json.loads(lines[0])["grid"] == str(tmp_path / "grid.png")
+    cell, top, text_width = 96 + 6, 3, 280
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (text_width + 3 * cell, 3 * cell)
+        first = [grid.getpixel((text_width + 1, row * cell + top + 1)) for row in range(3)]
+    assert first == [HIT, HIT, MISS]
 
 
 def test_kb_build_search_and_info_from_jsonl(tmp_path: Path, checkpoint: Path, capsys):
