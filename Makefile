@@ -54,7 +54,7 @@ demo-remote-sensing: env
 	$(DVLM) sample-data remote_sensing --out $(RS_DATA) --size demo
 	$(DVLM) fit --config configs/remote_sensing/tiny.yaml --ckpt_path last
 	$(DVLM) eval zeroshot --checkpoint $(RS_CLIP) --data $(RS_DATA) --lang all --table \
-		--confusion-matrix $(RS_RUNS)/tiny/confusion_matrix_en.png
+		--confusion-matrix $(RS_RUNS)/tiny/confusion_matrix.png
 	$(DVLM) eval retrieval --checkpoint $(RS_CLIP) --data $(RS_DATA) --table \
 		--grid $(RS_RUNS)/tiny/retrieval_grid.png
 	$(DVLM) fit --config $(RS_EXPERTS) --ckpt_path last

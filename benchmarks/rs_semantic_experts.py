@@ -4,7 +4,7 @@ One seed's difference can be noise (720 test questions: one standard error is ~1
 this fits and tests both arms of a config pair for each seed (``domainvlm fit`` then ``domainvlm
 test``, exactly as a user would) and prints one JSON line: per-seed test metrics, and their mean
 and standard deviation per arm. Run after ``domainvlm fit --config configs/remote_sensing/tiny.yaml``
-(the experts read its checkpoint). VQA, 3 seeds: ~35 min on 2 CPU cores.
+(the experts read its checkpoint). VQA, 3 seeds: ~25 min on 2 CPU cores.
 """
 
 from __future__ import annotations

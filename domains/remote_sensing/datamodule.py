@@ -13,8 +13,10 @@ from torch.utils.data import Dataset
 
 from core.datamodule import BaseDataModule
 from core.transforms import ImageTransform, MultiCrop
-from domains.remote_sensing.data import CaptionDataset, RSVQADataset, SceneFolderDataset
+from domains.remote_sensing.captions import CaptionDataset
 from domains.remote_sensing.io import band_statistics
+from domains.remote_sensing.rsvqa import RSVQADataset
+from domains.remote_sensing.scenes import SceneFolderDataset
 
 STATS_FILE = ".domainvlm_band_stats.{}.json"
 """Per DataModule kind: caption, scene and VQA splits cover different files."""

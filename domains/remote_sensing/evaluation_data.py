@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.registry import RetrievalData, ZeroShotData
-from domains.remote_sensing.data import CaptionDataset, SceneFolderDataset, normalise_class_name
+from domains.remote_sensing.captions import CaptionDataset
+from domains.remote_sensing.data import normalise_class_name
 from domains.remote_sensing.knowledge import SCENE_DATASETS, concept_for_label
+from domains.remote_sensing.scenes import SceneFolderDataset
 from domains.remote_sensing.templates import templates
 
 SCENE_FOLDER = "scene_classes"

@@ -8,9 +8,10 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from domains.remote_sensing.data import CaptionDataset, RSVQADataset, SceneFolderDataset
+from domains.remote_sensing.captions import CaptionDataset
 from domains.remote_sensing.io import read_raster
 from domains.remote_sensing.knowledge import LANGUAGES
+from domains.remote_sensing.rsvqa import RSVQADataset
 from domains.remote_sensing.sample import (
     BORDER,
     CHIP,
@@ -20,6 +21,7 @@ from domains.remote_sensing.sample import (
     caption,
     write_sample,
 )
+from domains.remote_sensing.scenes import SceneFolderDataset
 
 BRIGHT = 2800
 """Blue-band digital number above which only the counted objects lie (roofs/ships ~3200-3800)."""
