@@ -1,6 +1,6 @@
 """Knowledge-base benchmark on clustered synthetic vectors; prints one JSON line.
 
-Builds a ``retrieval_db.KnowledgeBase`` with the automatic index choice, saves and re-opens it
+Builds a ``domainvlm.retrieval_db.KnowledgeBase`` with the automatic index choice, saves and re-opens it
 (memory-mapped), and measures in the same run: build time, bytes per vector, queries per second and
 recall@10 of the chosen index and of exact flat search, both against brute-force ground truth on
 held-out queries from the same distribution. ``qps`` is the full ``KnowledgeBase.search`` path
@@ -27,8 +27,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
-from retrieval_db import KnowledgeBase, exact_search, recall_at_k
+from domainvlm.retrieval_db import KnowledgeBase, exact_search, recall_at_k
 
 ENCODER = {"name": "synthetic-clustered", "sha256": "0" * 64}
 INTRINSIC_DIM = 16
@@ -143,7 +142,7 @@ def main() -> None:
 
     exact_subset = queries[: args.exact_queries]
     exact_qps, exact_recall = measure_flat_index(vectors, exact_subset, truth)
-    # Blocked NumPy brute force (retrieval_db.exact_search) is the faster exact search on some
+    # Blocked NumPy brute force (domainvlm.retrieval_db.exact_search) is the faster exact search on some
     # BLAS builds; speed-ups are taken against the faster of the two exact searches.
     numpy_exact_qps = queries_per_second(
         lambda q: exact_search(vectors, q, 10, "cosine"), exact_subset

@@ -25,10 +25,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pydicom  # noqa: E402
 import torch  # noqa: E402
-
-from domains.medical.dicom import decode_throughput  # noqa: E402
-from domains.medical.sample import write_sample  # noqa: E402
-from domains.medical.task import M3AEPretrainSystem  # noqa: E402
+from domainvlm.domains.medical.dicom import decode_throughput  # noqa: E402
+from domainvlm.domains.medical.sample import write_sample  # noqa: E402
+from domainvlm.domains.medical.system import M3AEPretrainSystem  # noqa: E402
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(image_size=64, patch=8),  # configs/medical/tiny_pretrain.yaml

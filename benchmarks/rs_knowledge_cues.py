@@ -14,12 +14,11 @@ import json
 
 import torch
 import torch.nn.functional as F
-
-from core.checkpoint import read_checkpoint
-from core.system import CHECKPOINT_KEY
-from domains.remote_sensing.datamodule import RSSceneDataModule
-from domains.remote_sensing.knowledge import load_concepts
-from domains.remote_sensing.task import SemanticExpertsSystem
+from domainvlm.core.checkpoint import read_checkpoint
+from domainvlm.core.system import CHECKPOINT_KEY
+from domainvlm.domains.remote_sensing.datamodule import RSSceneDataModule
+from domainvlm.domains.remote_sensing.knowledge import load_concepts
+from domainvlm.domains.remote_sensing.system import SemanticExpertsSystem
 
 
 def main() -> None:

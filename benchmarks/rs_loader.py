@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from domainvlm.domains.remote_sensing.rasters import chip_windows, read_raster
 from rasterio.transform import from_origin
-
-from domains.remote_sensing.io import chip_windows, read_raster
 
 
 def write_scene(path: Path, side: int, block: int) -> None:

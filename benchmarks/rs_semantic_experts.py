@@ -58,7 +58,7 @@ def run_arm(task: str, retrieval: bool, seed: int, work: Path, overrides: list[s
     if not retrieval:
         configs += ["--config", str(CONFIGS / ablation)]
     configs += ["--config", str(redirect)]
-    cli = [sys.executable, "-m", "core.cli"]
+    cli = [sys.executable, "-m", "domainvlm.core.cli"]
     fit = [*configs, f"--seed_everything={seed}", "--trainer.logger.init_args.version=fit"]
     subprocess.run([*cli, "fit", *fit, *overrides], check=True)
     test = [

@@ -24,11 +24,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from domainvlm.core.encoder_loader import load_encoder
+from domainvlm.core.retrieval import embed_texts
+from domainvlm.retrieval_db import KnowledgeBase
 from PIL import Image
-
-from core.encoders import load_encoder
-from core.retrieval import embed_texts
-from retrieval_db import KnowledgeBase
 
 TOKEN = "load-test-token"
 
@@ -124,7 +123,7 @@ def main() -> None:
         spec = prepare(folder)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "core.cli", "serve", "--checkpoint", spec]
+        command = [sys.executable, "-m", "domainvlm.core.cli", "serve", "--checkpoint", spec]
         command += ["--kb", f"concepts={folder / 'kb'}", "--port", str(port)]
         env = {**os.environ, "DOMAINVLM_TOKEN": TOKEN}
         with open(folder / "server.log", "w") as log:

@@ -1,7 +1,7 @@
 """Training-step throughput of a domainvlm system over a plain PyTorch loop, in one run.
 
 Both sides train the same open_clip model on the same batches with the same contrastive loss
-(open_clip's ``ClipLoss`` for the plain loop; ``core.losses.clip_loss``, equal to it, in the system)
+(open_clip's ``ClipLoss`` for the plain loop; ``domainvlm.core.losses.clip_loss``, equal to it, in the system)
 and AdamW; both tokenise the captions every step. The domainvlm side is a full ``Trainer.fit`` of
 ``RSMCLIP`` (self-distillation off), so Lightning's hooks, logging and the LR schedule are counted.
 Prints one JSON line: {"bench": "train_step", "ratio": domainvlm / plain, ...}.
@@ -19,11 +19,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from domainvlm.core.datamodule import collate  # noqa: E402
+from domainvlm.domains.remote_sensing.system import RSMCLIP  # noqa: E402
 from open_clip.loss import ClipLoss  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from core.datamodule import collate  # noqa: E402
-from domains.remote_sensing.task import RSMCLIP  # noqa: E402
 
 
 class RandomPairs(Dataset):

@@ -14,10 +14,9 @@ import statistics
 import time
 
 import torch
+from domainvlm.core.encoder_loader import load_encoder
+from domainvlm.core.zeroshot import LOGIT_SCALE, ZeroShotClassifier
 from torch import Tensor
-
-from core.encoders import load_encoder
-from core.zeroshot import LOGIT_SCALE, ZeroShotClassifier
 
 
 def main() -> None:

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from core.errors import CheckpointError
-from core.system import CHECKPOINT_FORMAT, CHECKPOINT_KEY, BaseSystem
+from domainvlm.core.errors import CheckpointError
+from domainvlm.core.system import CHECKPOINT_FORMAT, CHECKPOINT_KEY, BaseSystem
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -19,14 +19,14 @@ LIGHTNING_COMMANDS = {
     "predict": "run prediction of a config on a checkpoint",
 }
 
-# command name -> module in core.commands with HELP, add_arguments(parser) and run(args) -> int
+# command name -> module in domainvlm.core.commands with HELP, add_arguments(parser) and run(args) -> int
 COMMANDS = {
-    "domains": "core.commands.domains",
-    "sample-data": "core.commands.sample_data",
-    "zeroshot": "core.commands.zeroshot",
-    "eval": "core.commands.evaluate",
-    "kb": "core.commands.kb",
-    "serve": "core.commands.serve",
+    "domains": "domainvlm.core.commands.domains",
+    "sample-data": "domainvlm.core.commands.sample_data",
+    "zeroshot": "domainvlm.core.commands.zeroshot",
+    "eval": "domainvlm.core.commands.evaluate",
+    "kb": "domainvlm.core.commands.kb",
+    "serve": "domainvlm.core.commands.serve",
 }
 
 DESCRIPTION = """\
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
-            from core.lightning_cli import run_lightning
+            from domainvlm.core.lightning_cli import run_lightning
 
             run_lightning(argv)
             return 0
@@ -79,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("DOMAINVLM_DEBUG"):
             raise
-        from core.errors import DomainVLMError
-        from retrieval_db import KnowledgeBaseError
+        from domainvlm.core.errors import DomainVLMError
+        from domainvlm.retrieval_db import KnowledgeBaseError
 
         user_errors = DomainVLMError | KnowledgeBaseError | OSError | ValueError
         kind = "error" if isinstance(exc, user_errors) else "internal error"

@@ -12,10 +12,9 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from domainvlm.core.errors import DataRootError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-
-from core.errors import DataRootError
 
 STAGE_SPLITS = {
     "fit": ("train", "val"),

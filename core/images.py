@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.registry import load_domains
 from PIL import Image, ImageOps
-
-from core.errors import DomainVLMError
-from core.registry import load_domains
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """About an 8000 x 8000 image: above any single scene or radiograph, below a memory problem."""

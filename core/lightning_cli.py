@@ -7,12 +7,11 @@ import sys
 from collections.abc import Sequence
 from unittest import mock
 
+from domainvlm.core.datamodule import BaseDataModule
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.system import BaseSystem
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
-
-from core.datamodule import BaseDataModule
-from core.errors import DomainVLMError
-from core.system import BaseSystem
 
 
 class ConfigError(DomainVLMError):

@@ -13,9 +13,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from domainvlm.core import distributed
 from torch import Tensor, nn
-
-from core import distributed
 
 MAX_LOGIT_SCALE = 100.0
 

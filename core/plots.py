@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from domainvlm.core.files import atomic_save
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
-
-from core.io import atomic_save
 
 HIT = (40, 160, 60)
 MISS = (200, 40, 40)

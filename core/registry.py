@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from core.errors import DomainVLMError
+from domainvlm.core.errors import DomainVLMError
 
 ENTRY_POINT_GROUP = "domainvlm.domains"
 
@@ -81,7 +81,7 @@ def load_domains() -> dict[str, DomainPlugin]:
         if not isinstance(plugin, DomainPlugin):
             raise TypeError(
                 f"entry point {entry.name!r} = {entry.value!r} in group {ENTRY_POINT_GROUP!r} "
-                f"must point at a core.registry.DomainPlugin, got {type(plugin).__name__}"
+                f"must point at a domainvlm.core.registry.DomainPlugin, got {type(plugin).__name__}"
             )
         plugins[plugin.name] = plugin
     return plugins

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.retrieval_db import EncoderMismatchError, Hit, KnowledgeBase
 from torch import Tensor
-
-from core.encoder import Encoder
-from core.errors import DomainVLMError
-from retrieval_db import EncoderMismatchError, Hit, KnowledgeBase
 
 ImageInput = Tensor | Sequence[str | Path]
 

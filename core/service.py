@@ -21,6 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.images import ImageTooLargeError, pixel_limit
+from domainvlm.core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
+from domainvlm.core.zeroshot import ZeroShotClassifier, templates_for
+from domainvlm.retrieval_db import KnowledgeBase, KnowledgeBaseError
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,13 +34,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from torch import Tensor
-
-from core.encoder import Encoder
-from core.errors import DomainVLMError
-from core.images import ImageTooLargeError, pixel_limit
-from core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
-from core.zeroshot import ZeroShotClassifier, templates_for
-from retrieval_db import KnowledgeBase, KnowledgeBaseError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A system wires plain ``nn.Module`` models to losses and an optimiser; models stay framework-free.
 Subclasses implement ``compute_losses`` (and ``encoder`` if they have a joint image-text space).
 Init arguments must be plain values (str, numbers, lists, dicts) so that ``save_hyperparameters``
-alone lets ``core.checkpoint.load_system`` rebuild the model and its preprocessing from a
+alone lets ``domainvlm.core.checkpoint.load_system`` rebuild the model and its preprocessing from a
 checkpoint loaded with ``weights_only=True``.
 """
 
@@ -15,10 +15,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.schedule import Decay, warmup_then_decay
 from torch import Tensor, nn
-
-from core.encoder import Encoder
-from core.schedule import Decay, warmup_then_decay
 
 CHECKPOINT_KEY = "domainvlm"
 CHECKPOINT_FORMAT = 1

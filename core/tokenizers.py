@@ -14,9 +14,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from domainvlm.core.errors import DomainVLMError
 from torch import Tensor
-
-from core.errors import DomainVLMError
 
 IGNORE_INDEX = -100
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.retrieval import ImageInput, embed_texts, iter_image_batches
 from torch import Tensor
-
-from core.encoder import Encoder
-from core.errors import DomainVLMError
-from core.retrieval import ImageInput, embed_texts, iter_image_batches
 
 LOGIT_SCALE = 100.0
 

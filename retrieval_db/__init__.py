@@ -4,21 +4,27 @@ Knows nothing about models: callers pass vectors (or an ``encode(list[str]) -> a
 and the encoder's identity ``{"name": ..., "sha256": ...}``.
 """
 
-from retrieval_db.errors import (
+from domainvlm.retrieval_db.errors import (
     CorruptKnowledgeBaseError,
     EncoderMismatchError,
     KnowledgeBaseError,
 )
-from retrieval_db.index import (
+from domainvlm.retrieval_db.index import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     DEFAULT_TARGET_RECALL,
     choose_factory,
     exact_search,
     recall_at_k,
 )
-from retrieval_db.knowledge_base import KnowledgeBase
-from retrieval_db.manifest import FORMAT_VERSION, IndexInfo, Manifest, RecallInfo, read_manifest
-from retrieval_db.searching import Hit
+from domainvlm.retrieval_db.knowledge_base import KnowledgeBase
+from domainvlm.retrieval_db.manifest import (
+    FORMAT_VERSION,
+    IndexInfo,
+    Manifest,
+    RecallInfo,
+    read_manifest,
+)
+from domainvlm.retrieval_db.searching import Hit
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_BYTES",

@@ -22,19 +22,18 @@ from typing import Any
 
 import faiss
 import numpy as np
-
-from retrieval_db.encoding import encode_in_batches, prepare_vectors
-from retrieval_db.errors import EncoderMismatchError
-from retrieval_db.gpu import resolve_use_gpu, to_gpu
-from retrieval_db.index import (
+from domainvlm.retrieval_db.encoding import encode_in_batches, prepare_vectors
+from domainvlm.retrieval_db.errors import EncoderMismatchError
+from domainvlm.retrieval_db.gpu import resolve_use_gpu, to_gpu
+from domainvlm.retrieval_db.index import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     DEFAULT_TARGET_RECALL,
     RECALL_K,
     BuiltIndex,
     build_index,
 )
-from retrieval_db.locking import ReadWriteLock
-from retrieval_db.manifest import (
+from domainvlm.retrieval_db.locking import ReadWriteLock
+from domainvlm.retrieval_db.manifest import (
     METRICS,
     IndexInfo,
     Manifest,
@@ -42,9 +41,9 @@ from retrieval_db.manifest import (
     StoredFile,
     validate_encoder_identity,
 )
-from retrieval_db.metadata import MetadataStore
-from retrieval_db.persistence import private_copy, read_generation, write_generation
-from retrieval_db.searching import Hit, SearchState
+from domainvlm.retrieval_db.metadata import MetadataStore
+from domainvlm.retrieval_db.persistence import private_copy, read_generation, write_generation
+from domainvlm.retrieval_db.searching import Hit, SearchState
 
 Encode = Callable[[list[str]], Any]
 """``encode(batch of texts or image paths) -> array [len(batch), dim]``."""

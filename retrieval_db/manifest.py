@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval_db.errors import CorruptKnowledgeBaseError
+from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -73,7 +73,7 @@ class Manifest:
 
 
 def validate_encoder_identity(identity: Any, where: str) -> dict[str, str]:
-    """An encoder identity is ``{"name": str, "sha256": str}`` (see ``core.encoder.Encoder``)."""
+    """An encoder identity is ``{"name": str, "sha256": str}`` (see ``domainvlm.core.encoder.Encoder``)."""
     if (
         not isinstance(identity, dict)
         or not isinstance(identity.get("name"), str)
@@ -83,7 +83,7 @@ def validate_encoder_identity(identity: Any, where: str) -> dict[str, str]:
     ):
         raise ValueError(
             f"{where}: an encoder identity must be a dict with non-empty string fields 'name' and "
-            f"'sha256' (what core.encoder.Encoder.identity() returns), got {identity!r}"
+            f"'sha256' (what domainvlm.core.encoder.Encoder.identity() returns), got {identity!r}"
         )
     return {"name": identity["name"], "sha256": identity["sha256"]}
 

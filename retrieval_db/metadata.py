@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from retrieval_db.errors import CorruptKnowledgeBaseError
+from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError
 
 _SCHEMA = "CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL)"
 Scalar = str | int | float | bool | None

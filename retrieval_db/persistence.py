@@ -11,13 +11,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
-from retrieval_db.errors import CorruptKnowledgeBaseError
-from retrieval_db.index import index_kind
-from retrieval_db.manifest import MANIFEST_NAME, Manifest, StoredFile, read_manifest
-from retrieval_db.metadata import MetadataStore
-from retrieval_db.searching import SearchState
-from retrieval_db.storage import checked_paths, commit_generation, directory_lock
+from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError
+from domainvlm.retrieval_db.index import index_kind
+from domainvlm.retrieval_db.manifest import MANIFEST_NAME, Manifest, StoredFile, read_manifest
+from domainvlm.retrieval_db.metadata import MetadataStore
+from domainvlm.retrieval_db.searching import SearchState
+from domainvlm.retrieval_db.storage import checked_paths, commit_generation, directory_lock
 
 
 @dataclass(frozen=True)

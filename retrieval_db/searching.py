@@ -14,9 +14,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-
-from retrieval_db.index import exact_search, search_parameters
-from retrieval_db.metadata import MetadataStore
+from domainvlm.retrieval_db.index import exact_search, search_parameters
+from domainvlm.retrieval_db.metadata import MetadataStore
 
 EXACT_FILTER_MAX_ROWS = 20_000
 """Up to this many matching vectors, brute force over them beats the index and is exact."""

@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from retrieval_db.errors import CorruptKnowledgeBaseError, KnowledgeBaseError
-from retrieval_db.manifest import FILE_ROLES, MANIFEST_NAME, Manifest, StoredFile
+from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError, KnowledgeBaseError
+from domainvlm.retrieval_db.manifest import FILE_ROLES, MANIFEST_NAME, Manifest, StoredFile
 
 FILE_SUFFIXES = {"index": ".faiss", "metadata": ".sqlite", "vectors": ".npy", "ids": ".npy"}
 LOCK_NAME = ".lock"

@@ -19,7 +19,7 @@ def toy_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     A ``*.dist-info`` folder on ``sys.path`` is exactly what installing a package creates, so core
     discovers the toy domain the way it discovers any third-party one.
     """
-    from core.registry import load_domains
+    from domainvlm.core.registry import load_domains
 
     site = tmp_path / "site"
     dist_info = site / "toy_domain_plugin-0.1.dist-info"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from core.cli import main
+from domainvlm.core.cli import main
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 STANDALONE = sorted(p for p in CONFIGS.rglob("*.yaml") if "model:\n  class_path" in p.read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.registry import load_domains
+from domainvlm.core.registry import load_domains
 
 HELP = "list installed domain plugins and their configs"
 

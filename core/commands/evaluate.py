@@ -23,10 +23,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.commands import add_device_argument
-from core.errors import DomainVLMError
-from core.io import atomic_write_json, resolve_within
-from core.registry import (
+from domainvlm.core.commands import add_device_argument
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.files import atomic_write_json, resolve_within
+from domainvlm.core.registry import (
     ENTRY_POINT_GROUP,
     DomainPlugin,
     RetrievalData,
@@ -36,9 +36,8 @@ from core.registry import (
 )
 
 if TYPE_CHECKING:
+    from domainvlm.core.encoder import Encoder
     from torch import Tensor
-
-    from core.encoder import Encoder
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
@@ -121,7 +120,7 @@ class LoadConfig(argparse.Action):
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.encoders import load_encoder_and_system
+    from domainvlm.core.encoder_loader import load_encoder_and_system
 
     for required in ("checkpoint", "data"):
         if not getattr(args, required):
@@ -208,9 +207,9 @@ def _package_of(module: str) -> str:
 def evaluate_zeroshot(
     args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
 ) -> dict:
-    from core.metrics import confusion_matrix, zeroshot_metrics
-    from core.plots import confusion_matrix_png
-    from core.zeroshot import ZeroShotClassifier, load_templates
+    from domainvlm.core.metrics import confusion_matrix, zeroshot_metrics
+    from domainvlm.core.plots import confusion_matrix_png
+    from domainvlm.core.zeroshot import ZeroShotClassifier, load_templates
 
     if plugin is not None and plugin.zeroshot_data is not None and not args.class_folders:
         if args.lang not in plugin.languages:
@@ -238,8 +237,8 @@ def evaluate_zeroshot(
 
 def class_folder_data(root: Path, split: str, lang: str) -> ZeroShotData:
     """``<root>[/<split>]/<class>/<image>``; folder names are the class names (``_`` → space)."""
-    from core.images import domain_readers
-    from core.zeroshot import templates_for
+    from domainvlm.core.images import domain_readers
+    from domainvlm.core.zeroshot import templates_for
 
     if not root.is_dir():
         raise EvaluationDataError(f"dataset root {str(root)!r} is not a directory")
@@ -266,8 +265,8 @@ def class_folder_data(root: Path, split: str, lang: str) -> ZeroShotData:
 def evaluate_retrieval(
     args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
 ) -> dict:
-    from core.metrics import RECALL_AT, ranking_metrics, retrieval_metrics
-    from core.retrieval import embed_images, embed_texts, rerank
+    from domainvlm.core.metrics import RECALL_AT, ranking_metrics, retrieval_metrics
+    from domainvlm.core.retrieval import embed_images, embed_texts, rerank
 
     if plugin is not None and plugin.retrieval_data is not None:
         data = plugin.retrieval_data(args.data, args.split)
@@ -325,7 +324,7 @@ def retrieval_grid(
     images_per_text: Tensor | None,
 ) -> Path:
     """Queries evenly spaced over the captions (so several images and languages show up)."""
-    from core.plots import preview_rgb, retrieval_grid_png
+    from domainvlm.core.plots import preview_rgb, retrieval_grid_png
 
     if args.grid_queries < 1:
         raise EvaluationDataError(f"--grid-queries must be at least 1, got {args.grid_queries}")

@@ -21,16 +21,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.commands import add_device_argument
-from core.errors import DomainVLMError
-from core.io import resolve_within
-from core.registry import get_domain
+from domainvlm.core.commands import add_device_argument
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.files import resolve_within
+from domainvlm.core.registry import get_domain
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from core.encoder import Encoder
-    from retrieval_db import Manifest
+    from domainvlm.core.encoder import Encoder
+    from domainvlm.retrieval_db import Manifest
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
@@ -79,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retrieval_db import KnowledgeBaseError
+    from domainvlm.retrieval_db import KnowledgeBaseError
 
     try:
         return {"build": build, "search": search, "info": info}[args.action](args)
@@ -88,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build(args: argparse.Namespace) -> int:
-    from core.encoders import load_encoder
-    from retrieval_db import KnowledgeBase
+    from domainvlm.core.encoder_loader import load_encoder
+    from domainvlm.retrieval_db import KnowledgeBase
 
     if args.data is not None and not args.domain:
         raise KnowledgeBaseCommandError("--data names a domain's dataset: use it with --domain")
@@ -161,8 +160,7 @@ def embed_records(
 ) -> np.ndarray:
     """Texts and images embedded in their own batches, returned in record order."""
     import numpy as np
-
-    from core.retrieval import embed_images, embed_texts
+    from domainvlm.core.retrieval import embed_images, embed_texts
 
     vectors: list[np.ndarray | None] = [None] * len(records)
     texts = [i for i, record in enumerate(records) if "image" not in record]
@@ -185,9 +183,9 @@ def embed_records(
 
 
 def search(args: argparse.Namespace) -> int:
-    from core.encoders import load_encoder
-    from core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
-    from retrieval_db import EncoderMismatchError, KnowledgeBase, read_manifest
+    from domainvlm.core.encoder_loader import load_encoder
+    from domainvlm.core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
+    from domainvlm.retrieval_db import EncoderMismatchError, KnowledgeBase, read_manifest
 
     manifest = read_manifest(args.directory)
     encoder = (
@@ -211,7 +209,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def manifest_encoder(manifest: Manifest, device: str = "cpu") -> Encoder:
-    from core.encoders import load_encoder
+    from domainvlm.core.encoder_loader import load_encoder
 
     name = manifest.encoder["name"]
     try:
@@ -223,7 +221,7 @@ def manifest_encoder(manifest: Manifest, device: str = "cpu") -> Encoder:
 
 
 def info(args: argparse.Namespace) -> int:
-    from retrieval_db import read_manifest
+    from domainvlm.retrieval_db import read_manifest
 
     manifest = read_manifest(args.directory)
     print(json.dumps(dataclasses.asdict(manifest), ensure_ascii=False, indent=2, sort_keys=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.registry import get_domain, load_domains
+from domainvlm.core.registry import get_domain, load_domains
 
 HELP = "write a domain's offline sample dataset"
 

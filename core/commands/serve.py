@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from core.commands import add_device_argument
-from core.errors import DomainVLMError
+from domainvlm.core.commands import add_device_argument
+from domainvlm.core.errors import DomainVLMError
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
@@ -63,10 +63,9 @@ def parse_knowledge_bases(items: list[str]) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from core.encoders import load_encoder
-    from core.service import ServiceLimits, create_app
-    from retrieval_db import KnowledgeBase, KnowledgeBaseError
+    from domainvlm.core.encoder_loader import load_encoder
+    from domainvlm.core.service import ServiceLimits, create_app
+    from domainvlm.retrieval_db import KnowledgeBase, KnowledgeBaseError
 
     encoder = load_encoder(args.checkpoint, args.device)
     limits = ServiceLimits(

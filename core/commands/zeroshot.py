@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from core.commands import add_device_argument
+from domainvlm.core.commands import add_device_argument
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
@@ -53,11 +53,10 @@ def parse_classes(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
-    from core.commands.evaluate import resolve_domain
-    from core.encoders import load_encoder_and_system
-    from core.errors import DomainVLMError
-    from core.zeroshot import ZeroShotClassifier, load_templates, templates_for
+    from domainvlm.core.commands.evaluate import resolve_domain
+    from domainvlm.core.encoder_loader import load_encoder_and_system
+    from domainvlm.core.errors import DomainVLMError
+    from domainvlm.core.zeroshot import ZeroShotClassifier, load_templates, templates_for
 
     classes = parse_classes(args.classes)
     encoder, system = load_encoder_and_system(args.checkpoint, args.device)

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import open_clip
 import torch
+from domainvlm.core.errors import CheckpointError, DomainVLMError
 from torch import nn
-
-from core.errors import CheckpointError, DomainVLMError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 Pooling = Literal["mean", "attention"]
 
 
-class ClipEncoder(nn.Module):
+class FramePoolingTower(nn.Module):
     """``[B, T, C, H, W]`` → ``[B, D]`` with any frame encoder mapping ``[N, C, H, W]`` → ``[N, D]``."""
 
     def __init__(

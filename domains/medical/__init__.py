@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from core.registry import DomainPlugin
-from domains.medical.dicom import image_reader
-from domains.medical.evaluation_data import retrieval_data, zeroshot_data
-from domains.medical.knowledge import report_records
-from domains.medical.sample import write_sample
-from domains.medical.templates import templates
+from domainvlm.core.registry import DomainPlugin
+from domainvlm.domains.medical.dicom import image_reader
+from domainvlm.domains.medical.evaluation_data import retrieval_data, zeroshot_data
+from domainvlm.domains.medical.knowledge import report_records
+from domainvlm.domains.medical.sample import write_sample
+from domainvlm.domains.medical.templates import templates
 
 PLUGIN = DomainPlugin(
     name="medical",

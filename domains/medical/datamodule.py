@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from torch.utils.data import Dataset
-
-from core.datamodule import BaseDataModule
-from core.errors import DataRootError
-from core.transforms import ImageTransform
-from domains.medical.dicom import image_reader
-from domains.medical.text import (
+from domainvlm.core.datamodule import BaseDataModule
+from domainvlm.core.errors import DataRootError
+from domainvlm.core.transforms import ImageTransform
+from domainvlm.domains.medical.dicom import image_reader
+from domainvlm.domains.medical.text import (
     AnnotationError,
     VQAItem,
     answer_vocabulary,
@@ -29,6 +27,7 @@ from domains.medical.text import (
     read_roco_captions,
     read_vqa_splits,
 )
+from torch.utils.data import Dataset
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pydicom
+from domainvlm.core.errors import DomainVLMError
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -32,8 +33,6 @@ from pydicom.uid import (
     JPEGLSTransferSyntaxes,
     JPEGTransferSyntaxes,
 )
-
-from core.errors import DomainVLMError
 
 SAFE_TAGS: tuple[str, ...] = (
     "Modality",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import DataRootError
-from core.registry import RetrievalData, ZeroShotData
-from domains.medical.knowledge import read_cases
-from domains.medical.templates import templates
-from domains.medical.text import VQA_SPLIT_FILES, VQAItem, read_vqa_splits
+from domainvlm.core.errors import DataRootError
+from domainvlm.core.registry import RetrievalData, ZeroShotData
+from domainvlm.domains.medical.knowledge import read_cases
+from domainvlm.domains.medical.templates import templates
+from domainvlm.domains.medical.text import VQA_SPLIT_FILES, VQAItem, read_vqa_splits
 
 ORGAN_NAMES = {"CHEST": "chest", "HEAD": "brain", "ABD": "abdomen"}
 """VQA-RAD's image_organ values as class names (its HEAD images are brain CT and MRI)."""

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import DataRootError
-from domains.medical.datamodule import roco_cases
-from domains.medical.dicom import DICOM_SUFFIXES, read_dicom_meta
-from domains.medical.text import read_report
+from domainvlm.core.errors import DataRootError
+from domainvlm.domains.medical.datamodule import roco_cases
+from domainvlm.domains.medical.dicom import DICOM_SUFFIXES, read_dicom_meta
+from domainvlm.domains.medical.text import read_report
 
 REPORTS_DIR = "reports"
 RECORD_TAGS = ("Modality", "BodyPartExamined")

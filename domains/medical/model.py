@@ -11,9 +11,8 @@ pre-norm trains reliably from scratch at the small sizes the offline configs use
 from __future__ import annotations
 
 import torch
+from domainvlm.core.towers.mae import MAEDecoder, MaskedViTEncoder
 from torch import Tensor, nn
-
-from core.towers.mae import MAEDecoder, MaskedViTEncoder
 
 
 class BuiltinTextEncoder(nn.Module):

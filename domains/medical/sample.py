@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from domainvlm.core.files import atomic_open, atomic_write_json
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
@@ -28,8 +29,6 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-
-from core.io import atomic_open, atomic_write_json
 
 SIZES = {"small": (36, 64), "demo": (600, 128)}
 """Number of cases and image side in pixels."""

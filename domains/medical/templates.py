@@ -7,7 +7,7 @@ tells the prompts apart.
 
 from __future__ import annotations
 
-from core.zeroshot import TemplateError
+from domainvlm.core.zeroshot import TemplateError
 
 _TEMPLATES: dict[str, tuple[str, ...]] = {
     "en": (

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from core.errors import DataRootError, DomainVLMError
-from core.io import resolve_within
+from domainvlm.core.errors import DataRootError, DomainVLMError
+from domainvlm.core.files import resolve_within
 
 AnswerType = Literal["open", "closed"]
 

@@ -1,6 +1,6 @@
 """Print VQA accuracy (overall / open / closed) of checkpoints beside the majority-answer baseline.
 
-    python -m domains.medical.vqa_report --data data/samples/medical \
+    python -m domainvlm.domains.medical.vqa_report --data data/samples/medical \
         runs/medical/tiny_vqa/checkpoints/last.ckpt [more.ckpt ...] [--format slake] [--json]
 
 The baseline always answers the most frequent training answer: a VQA model is only worth its
@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
-from core.checkpoint import load_system
-from core.errors import DomainVLMError
-from domains.medical.datamodule import MedicalVQADataModule
-from domains.medical.task import M3AEVQASystem
-from domains.medical.text import VQAItem, normalize_answer
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.domains.medical.datamodule import MedicalVQADataModule
+from domainvlm.domains.medical.system import M3AEVQASystem
+from domainvlm.domains.medical.text import VQAItem, normalize_answer
 
 ANSWER_TYPES = ("overall", "open", "closed")
 
@@ -60,7 +59,7 @@ def format_rows(rows: dict[str, dict[str, float]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m domains.medical.vqa_report", description=__doc__
+        prog="python -m domainvlm.domains.medical.vqa_report", description=__doc__
     )
     parser.add_argument("checkpoints", nargs="+", type=Path, help="M3AEVQASystem checkpoints")
     parser.add_argument("--data", required=True, help="VQA-RAD / SLAKE root or the medical sample")

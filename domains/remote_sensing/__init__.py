@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from core.registry import DomainPlugin
-from domains.remote_sensing.evaluation_data import retrieval_data, zeroshot_data
-from domains.remote_sensing.io import image_reader
-from domains.remote_sensing.knowledge import LANGUAGES, knowledge_records
-from domains.remote_sensing.sample import write_sample
-from domains.remote_sensing.templates import templates
+from domainvlm.core.registry import DomainPlugin
+from domainvlm.domains.remote_sensing.evaluation_data import retrieval_data, zeroshot_data
+from domainvlm.domains.remote_sensing.knowledge import LANGUAGES, knowledge_records
+from domainvlm.domains.remote_sensing.rasters import image_reader
+from domainvlm.domains.remote_sensing.sample import write_sample
+from domainvlm.domains.remote_sensing.templates import templates
 
 PLUGIN = DomainPlugin(
     name="remote_sensing",

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from core.io import resolve_within
-from domains.remote_sensing.data import (
+from domainvlm.core.files import resolve_within
+from domainvlm.domains.remote_sensing.data import (
     AnnotationError,
     SkippingDataset,
     Transform,
@@ -22,7 +21,7 @@ from domains.remote_sensing.data import (
     drop_missing,
     load_json,
 )
-from domains.remote_sensing.io import read_raster
+from domainvlm.domains.remote_sensing.rasters import read_raster
 
 DEFAULT_LANG = "en"
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}

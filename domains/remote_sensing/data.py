@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.domains.remote_sensing.rasters import RasterReadError
 from torch.utils.data import Dataset
-
-from core.errors import DomainVLMError
-from domains.remote_sensing.io import RasterReadError
 
 Transform = Callable[[np.ndarray], Any]
 

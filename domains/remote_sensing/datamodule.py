@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainvlm.core.datamodule import BaseDataModule
+from domainvlm.core.transforms import ImageTransform, MultiCrop
+from domainvlm.domains.remote_sensing.captions import CaptionDataset
+from domainvlm.domains.remote_sensing.rasters import band_statistics
+from domainvlm.domains.remote_sensing.rsvqa import RSVQADataset
+from domainvlm.domains.remote_sensing.scenes import SceneFolderDataset
 from torch.utils.data import Dataset
-
-from core.datamodule import BaseDataModule
-from core.transforms import ImageTransform, MultiCrop
-from domains.remote_sensing.captions import CaptionDataset
-from domains.remote_sensing.io import band_statistics
-from domains.remote_sensing.rsvqa import RSVQADataset
-from domains.remote_sensing.scenes import SceneFolderDataset
 
 STATS_FILE = ".domainvlm_band_stats.{}.json"
 """Per DataModule kind: caption, scene and VQA splits cover different files."""

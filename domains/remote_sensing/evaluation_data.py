@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.registry import RetrievalData, ZeroShotData
-from domains.remote_sensing.captions import CaptionDataset
-from domains.remote_sensing.data import normalise_class_name
-from domains.remote_sensing.knowledge import SCENE_DATASETS, concept_for_label
-from domains.remote_sensing.scenes import SceneFolderDataset
-from domains.remote_sensing.templates import templates
+from domainvlm.core.registry import RetrievalData, ZeroShotData
+from domainvlm.domains.remote_sensing.captions import CaptionDataset
+from domainvlm.domains.remote_sensing.data import normalise_class_name
+from domainvlm.domains.remote_sensing.knowledge import SCENE_DATASETS, concept_for_label
+from domainvlm.domains.remote_sensing.scenes import SceneFolderDataset
+from domainvlm.domains.remote_sensing.templates import templates
 
 SCENE_FOLDER = "scene_classes"
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.io import resolve_within
-from domains.remote_sensing.data import (
+from domainvlm.core.files import resolve_within
+from domainvlm.domains.remote_sensing.data import (
     AnnotationError,
     SkippingDataset,
     Transform,
@@ -15,7 +15,7 @@ from domains.remote_sensing.data import (
     drop_missing,
     load_json,
 )
-from domains.remote_sensing.io import read_raster
+from domainvlm.domains.remote_sensing.rasters import read_raster
 
 RSVQA_TYPES = {"comp": "comparison"}
 """RSVQA files say "comp"; everything downstream uses the full word."""

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from domainvlm.core.files import atomic_open, atomic_write_json
+from domainvlm.domains.remote_sensing.knowledge import LANGUAGES, class_names
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
-
-from core.io import atomic_open, atomic_write_json
-from domains.remote_sensing.knowledge import LANGUAGES, class_names
 
 CLASSES = (
     "AnnualCrop",

@@ -9,9 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rasterio.windows import Window
-
-from domains.remote_sensing.data import (
+from domainvlm.domains.remote_sensing.data import (
     AnnotationError,
     BadFileWarning,
     SkippingDataset,
@@ -19,7 +17,7 @@ from domains.remote_sensing.data import (
     apply_transform,
     normalise_class_name,
 )
-from domains.remote_sensing.io import (
+from domainvlm.domains.remote_sensing.rasters import (
     IMAGE_SUFFIXES,
     RasterReadError,
     RasterSample,
@@ -27,6 +25,7 @@ from domains.remote_sensing.io import (
     raster_shape,
     read_raster,
 )
+from rasterio.windows import Window
 
 
 def _hash_split(relative: str, fractions: Sequence[float]) -> str:

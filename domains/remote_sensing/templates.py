@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from domains.remote_sensing.knowledge import LANGUAGES
+from domainvlm.domains.remote_sensing.knowledge import LANGUAGES
 
 _TEMPLATES: dict[str, tuple[str, ...]] = {
     "en": (

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from core.checkpoint import load_system
-from core.cli import main
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.cli import main
 
 
 def toy_config(tmp_path: Path, root: Path, **trainer) -> Path:

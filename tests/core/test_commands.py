@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from domainvlm.core.cli import main
+from domainvlm.core.registry import DomainPlugin, RetrievalData, ZeroShotData, load_domains
 from PIL import Image
 
-from core.cli import main
-from core.registry import DomainPlugin, RetrievalData, ZeroShotData, load_domains
 from tests.core.test_zeroshot import ColourSystem, colour_png, save_checkpoint
 
 RED, GREEN, BLUE = (230, 20, 10), (20, 210, 40), (15, 30, 220)
@@ -280,7 +280,7 @@ def test_eval_retrieval_on_jsonl_captions_per_language(tmp_path: Path, checkpoin
 def test_eval_retrieval_grid_shows_the_misleading_caption_as_a_miss(
     tmp_path: Path, checkpoint: Path, capsys
 ):
-    from core.plots import HIT, MISS
+    from domainvlm.core.plots import HIT, MISS
 
     rows = [("r.png", "a red field", RED), ("g.png", "a green field", GREEN)]
     rows += [("b.png", "a green lake", BLUE)]  # misleading: retrieves g.png first
@@ -374,7 +374,7 @@ def test_serve_refuses_a_malformed_kb_argument(checkpoint: Path, capsys):
 
 
 def test_eval_table_has_one_row_per_language_in_percent():
-    from core.commands.evaluate import format_table
+    from domainvlm.core.commands.evaluate import format_table
 
     result = {
         "task": "zeroshot",

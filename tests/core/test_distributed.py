@@ -16,10 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from domainvlm.core import distributed
+from domainvlm.core.losses import DINOLoss, LogitScale, clip_loss, mil_nce_loss, nt_xent_loss
 from torch import Tensor, nn
-
-from core import distributed
-from core.losses import DINOLoss, LogitScale, clip_loss, mil_nce_loss, nt_xent_loss
 
 WORLD = 2
 BATCH = 8  # whole batch; each rank gets BATCH // WORLD rows

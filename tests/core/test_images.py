@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from core import images
-from core.images import (
+from domainvlm.core import images
+from domainvlm.core.images import (
     ImageReadError,
     ImageTooLargeError,
     pixel_limit,
@@ -17,7 +15,8 @@ from core.images import (
     split_fragment,
     to_rgb_image,
 )
-from core.registry import DomainPlugin
+from domainvlm.core.registry import DomainPlugin
+from PIL import Image
 
 
 def fake_plugin(readers: dict) -> DomainPlugin:

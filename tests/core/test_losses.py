@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from core.losses import (
+from domainvlm.core.losses import (
     DINOLoss,
     LogitScale,
     clip_loss,

@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from core.metrics import (
+from domainvlm.core.metrics import (
     confusion_matrix,
     mean_average_precision,
     retrieval_metrics,

@@ -5,10 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from core.metrics import confusion_matrix
-from core.plots import (
+from domainvlm.core.metrics import confusion_matrix
+from domainvlm.core.plots import (
     HIT,
     MISS,
     _font_for,
@@ -17,6 +15,7 @@ from core.plots import (
     preview_rgb,
     retrieval_grid_png,
 )
+from PIL import Image
 
 
 def test_confusion_matrix_png(tmp_path: Path):

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from core.cli import main
-from core.encoder import Encoder
-from core.metrics import ranking_metrics
-from core.retrieval import (
+from domainvlm.core.cli import main
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.metrics import ranking_metrics
+from domainvlm.core.retrieval import (
     FilterError,
     KnowledgeBaseSearch,
     embed_images,
@@ -21,7 +20,8 @@ from core.retrieval import (
     rerank,
     texts_for_images,
 )
-from retrieval_db import EncoderMismatchError, KnowledgeBase
+from domainvlm.retrieval_db import EncoderMismatchError, KnowledgeBase
+
 from tests.core.test_zeroshot import ColourSystem, colour_png, save_checkpoint
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from domainvlm.core.retrieval import embed_texts
+from domainvlm.core.service import ServiceLimits, create_app
+from domainvlm.retrieval_db import EncoderMismatchError, KnowledgeBase
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from core.retrieval import embed_texts
-from core.service import ServiceLimits, create_app
-from retrieval_db import EncoderMismatchError, KnowledgeBase
 from tests.core.test_zeroshot import ColourSystem, colour_png
 
 RED, BLUE = (230, 20, 10), (15, 30, 220)

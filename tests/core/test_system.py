@@ -4,14 +4,13 @@ import math
 
 import pytest
 import torch
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.datamodule import collate
+from domainvlm.core.ema import EMATeacher
+from domainvlm.core.errors import CheckpointError
+from domainvlm.core.schedule import warmup_then_decay
+from domainvlm.core.system import BaseSystem
 from torch import nn
-
-from core.checkpoint import load_system
-from core.datamodule import collate
-from core.ema import EMATeacher
-from core.errors import CheckpointError
-from core.schedule import warmup_then_decay
-from core.system import BaseSystem
 
 
 class Tiny(BaseSystem):

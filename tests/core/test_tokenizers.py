@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from core.tokenizers import (
+from domainvlm.core.tokenizers import (
     ByteTokenizer,
     Tokenizer,
     TokenizerError,

@@ -11,18 +11,15 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
-from torch import nn
-
-from core.errors import CheckpointError
-from core.towers.clip import (
+from domainvlm.core.errors import CheckpointError
+from domainvlm.core.towers.clip import (
     PretrainedUnavailableError,
     adapt_input_channels,
     build_clip,
     register_model_configs,
 )
-from core.towers.heads import DINOHead
-from core.towers.mae import (
+from domainvlm.core.towers.heads import DINOHead
+from domainvlm.core.towers.mae import (
     MAEDecoder,
     MaskedViTEncoder,
     patchify,
@@ -30,7 +27,9 @@ from core.towers.mae import (
     sincos_pos_embed_2d,
     unpatchify,
 )
-from core.towers.video import ClipEncoder
+from domainvlm.core.towers.video import FramePoolingTower
+from safetensors.torch import save_file
+from torch import nn
 
 # -- open_clip dual encoders -------------------------------------------------------------------
 
@@ -88,7 +87,7 @@ def test_tiny_model_embeds_images_and_byte_token_ids(tiny: tuple[nn.Module, dict
 
 
 def test_tiny_text_tower_fits_the_byte_tokenizer(tiny: tuple[nn.Module, dict]) -> None:
-    from core.tokenizers import ByteTokenizer
+    from domainvlm.core.tokenizers import ByteTokenizer
 
     model, _ = tiny
     tokenizer = ByteTokenizer(context_length=model.context_length)
@@ -435,7 +434,7 @@ class _FrameEncoder(nn.Module):
 
 
 def test_mean_pooling_is_the_mean_of_frame_embeddings() -> None:
-    encoder = ClipEncoder(_FrameEncoder(), pooling="mean")
+    encoder = FramePoolingTower(_FrameEncoder(), pooling="mean")
     clips = torch.randn(2, 4, 3, 8, 8)
     with torch.no_grad():
         per_frame = torch.stack(
@@ -445,7 +444,7 @@ def test_mean_pooling_is_the_mean_of_frame_embeddings() -> None:
 
 
 def test_attention_pooling_starts_as_mean_and_learns_weights() -> None:
-    encoder = ClipEncoder(_FrameEncoder(), pooling="attention", embed_dim=6)
+    encoder = FramePoolingTower(_FrameEncoder(), pooling="attention", embed_dim=6)
     clips = torch.randn(2, 4, 3, 8, 8)
     with torch.no_grad():
         frames = encoder.encode_frames(clips)
@@ -455,7 +454,7 @@ def test_attention_pooling_starts_as_mean_and_learns_weights() -> None:
         expected = (weights.unsqueeze(-1) * frames).sum(dim=1)
         assert torch.allclose(encoder(clips), expected, atol=1e-6)
     with pytest.raises(ValueError, match="embed_dim"):
-        ClipEncoder(_FrameEncoder(), pooling="attention")
+        FramePoolingTower(_FrameEncoder(), pooling="attention")
     with pytest.raises(ValueError, match=r"\[B, T, C, H, W\]"):
         encoder(torch.randn(4, 3, 8, 8))
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from domainvlm.core.transforms import ImageTransform, MultiCrop, TextTransform, VideoClipTransform
 from torch.utils.data import DataLoader, Dataset
-
-from core.transforms import ImageTransform, MultiCrop, TextTransform, VideoClipTransform
 
 
 def _coordinate_image(height: int, width: int) -> np.ndarray:

@@ -9,21 +9,17 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from open_clip.zero_shot_classifier import build_zero_shot_classifier
-from PIL import Image
-from torch import Tensor, nn
-
-from core.encoder import Encoder
-from core.encoders import (
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.encoder_loader import (
     EncoderSpecError,
     load_encoder,
     openclip_model_encoder,
     resolve_device,
 )
-from core.images import read_image, to_rgb_image
-from core.system import BaseSystem
-from core.tokenizers import ByteTokenizer
-from core.zeroshot import (
+from domainvlm.core.images import read_image, to_rgb_image
+from domainvlm.core.system import BaseSystem
+from domainvlm.core.tokenizers import ByteTokenizer
+from domainvlm.core.zeroshot import (
     LOGIT_SCALE,
     TemplateError,
     ZeroShotClassifier,
@@ -31,6 +27,9 @@ from core.zeroshot import (
     load_templates,
     templates_for,
 )
+from open_clip.zero_shot_classifier import build_zero_shot_classifier
+from PIL import Image
+from torch import Tensor, nn
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from domainvlm.core.datamodule import BaseDataModule
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.losses import LogitScale, clip_loss
+from domainvlm.core.registry import DomainPlugin
+from domainvlm.core.system import BaseSystem
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-
-from core.datamodule import BaseDataModule
-from core.encoder import Encoder
-from core.losses import LogitScale, clip_loss
-from core.registry import DomainPlugin
-from core.system import BaseSystem
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 

@@ -4,9 +4,9 @@ import threading
 
 import numpy as np
 import pytest
+from domainvlm.retrieval_db import KnowledgeBase
+from domainvlm.retrieval_db.locking import ReadWriteLock
 
-from retrieval_db import KnowledgeBase
-from retrieval_db.locking import ReadWriteLock
 from tests.retrieval_db.conftest import ENCODER, clustered
 
 BATCH = 5

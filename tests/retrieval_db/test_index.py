@@ -3,8 +3,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
-
-from retrieval_db.index import (
+from domainvlm.retrieval_db.index import (
     build_index,
     choose_factory,
     estimate_index_bytes,
@@ -14,6 +13,7 @@ from retrieval_db.index import (
     recall_at_k,
     search_parameters,
 )
+
 from tests.retrieval_db.conftest import clustered
 
 GIB = 2**30

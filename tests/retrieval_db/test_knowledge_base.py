@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from domainvlm.retrieval_db import (
+    EncoderMismatchError,
+    KnowledgeBase,
+    exact_search,
+    recall_at_k,
+    searching,
+)
 
-from retrieval_db import EncoderMismatchError, KnowledgeBase, exact_search, recall_at_k, searching
 from tests.retrieval_db.conftest import ENCODER, OTHER_ENCODER, clustered, records_for
 
 # Index families: exact, graph (tombstones only), inverted lists (forced, since auto picks by size).

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from retrieval_db.errors import CorruptKnowledgeBaseError
-from retrieval_db.metadata import MetadataStore
+from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError
+from domainvlm.retrieval_db.metadata import MetadataStore
 
 
 @pytest.fixture

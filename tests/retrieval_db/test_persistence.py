@@ -10,15 +10,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-
-from retrieval_db import (
+from domainvlm.retrieval_db import (
     CorruptKnowledgeBaseError,
     KnowledgeBase,
     KnowledgeBaseError,
     persistence,
     storage,
 )
-from retrieval_db.metadata import MetadataStore
+from domainvlm.retrieval_db.metadata import MetadataStore
+
 from tests.retrieval_db.conftest import ENCODER, clustered, records_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ def test_process_killed_mid_save_leaves_the_previous_base_loadable(saved) -> Non
         f"""
         import os
         import numpy as np
-        from retrieval_db import KnowledgeBase, storage
+        from domainvlm.retrieval_db import KnowledgeBase, storage
         kb = KnowledgeBase.load({str(directory)!r})
         kb.add(np.ones((2, 16), dtype=np.float32), [{{}}, {{}}], encoder={ENCODER!r})
         storage.os.replace = lambda *args: os._exit(9)  # die just before the commit

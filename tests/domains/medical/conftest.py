@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from core.cli import main
-from domains.medical import PLUGIN
+from domainvlm.core.cli import main
+from domainvlm.domains.medical import PLUGIN
 
 CONFIGS = Path(__file__).parents[3] / "configs" / "medical"
 

@@ -5,6 +5,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from domainvlm.domains.medical.dicom import (
+    SAFE_TAGS,
+    WINDOW_PRESETS,
+    DicomReadError,
+    ImageReadError,
+    apply_window,
+    decode_throughput,
+    image_reader,
+    read_dicom,
+)
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -17,17 +27,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     SecondaryCaptureImageStorage,
     generate_uid,
-)
-
-from domains.medical.dicom import (
-    SAFE_TAGS,
-    WINDOW_PRESETS,
-    DicomReadError,
-    ImageReadError,
-    apply_window,
-    decode_throughput,
-    image_reader,
-    read_dicom,
 )
 
 # Ask for one bundled file by exact name: get_testdata_files("*.dcm") would try to download.

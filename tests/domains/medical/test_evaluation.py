@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from core.checkpoint import load_system
-from core.cli import main
-from core.errors import DataRootError
-from core.zeroshot import TemplateError, fill
-from domains.medical import PLUGIN
-from domains.medical.evaluation_data import organ_name
-from domains.medical.templates import templates
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.cli import main
+from domainvlm.core.errors import DataRootError
+from domainvlm.core.zeroshot import TemplateError, fill
+from domainvlm.domains.medical import PLUGIN
+from domainvlm.domains.medical.evaluation_data import organ_name
+from domainvlm.domains.medical.templates import templates
 
 
 def run_cli(capsys, *argv: str | Path) -> tuple[int, list[str], str]:
@@ -66,6 +65,7 @@ def test_eval_zeroshot_equals_the_template_averaged_itm_scores(
     code, lines, _ = run_cli(
         capsys, "eval", "zeroshot", "--checkpoint", pretrained, "--data", sample_root
     )
+    assert code == 0, _
     result = json.loads(lines[0])
     system = load_system(pretrained)
     encoder = system.encoder()
@@ -117,6 +117,7 @@ def test_eval_retrieval_embedding_and_full_itm_rerank_match_a_hand_computation(
         capsys, "eval", "retrieval", "--checkpoint", pretrained, "--data", sample_root,
         "--rerank", "7",
     )  # fmt: skip
+    assert code == 0, _
     result = json.loads(lines[0])
     system = load_system(pretrained)
     encoder = system.encoder()

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.cli import main
+from domainvlm.core.errors import DataRootError
+from domainvlm.domains.medical.dicom import SAFE_TAGS, read_dicom, read_dicom_meta
+from domainvlm.domains.medical.knowledge import RECORD_TAGS, report_records
+from domainvlm.domains.medical.sample import FAKE_BIRTH_DATE, FAKE_PATIENT_NAME
 from PIL import Image
-
-from core.checkpoint import load_system
-from core.cli import main
-from core.errors import DataRootError
-from domains.medical.dicom import SAFE_TAGS, read_dicom, read_dicom_meta
-from domains.medical.knowledge import RECORD_TAGS, report_records
-from domains.medical.sample import FAKE_BIRTH_DATE, FAKE_PATIENT_NAME
 
 RECORD_KEYS = {"id", "text", "split", "image_file", "caption", "findings", "impression"}
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
-from core.towers.mae import patchify
-from domains.medical.model import M3AEBackbone, VQAHead, itm_pairs
-from domains.medical.task import EVAL_SEED, M3AEPretrainSystem, M3AEVQASystem, VQAAccuracy
+from domainvlm.core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
+from domainvlm.core.towers.mae import patchify
+from domainvlm.domains.medical.model import M3AEBackbone, VQAHead, itm_pairs
+from domainvlm.domains.medical.system import (
+    EVAL_SEED,
+    M3AEPretrainSystem,
+    M3AEVQASystem,
+    VQAAccuracy,
+)
 
 SIZES = dict(
     image_size=32,

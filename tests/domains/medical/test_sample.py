@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
-from domains.medical.dicom import read_dicom
-from domains.medical.sample import FAKE_BIRTH_DATE, FAKE_PATIENT_NAME, write_sample
-from domains.medical.text import (
+from domainvlm.domains.medical.dicom import read_dicom
+from domainvlm.domains.medical.sample import FAKE_BIRTH_DATE, FAKE_PATIENT_NAME, write_sample
+from domainvlm.domains.medical.text import (
     answer_vocabulary,
     read_report,
     read_roco_captions,

@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from core.errors import DataRootError
-from domains.medical.text import (
+from domainvlm.core.errors import DataRootError
+from domainvlm.domains.medical.text import (
     AnnotationError,
     VQAItem,
     answer_vocabulary,

@@ -1,4 +1,4 @@
-"""`python -m domains.medical.vqa_report`: accuracy per answer type beside the majority answer."""
+"""`python -m domainvlm.domains.medical.vqa_report`: accuracy per answer type beside the majority answer."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from domainvlm.domains.medical.datamodule import MedicalVQADataModule
+from domainvlm.domains.medical.system import M3AEVQASystem
+from domainvlm.domains.medical.text import normalize_answer
+from domainvlm.domains.medical.vqa_report import format_rows, main
 
-from domains.medical.datamodule import MedicalVQADataModule
-from domains.medical.task import M3AEVQASystem
-from domains.medical.text import normalize_answer
-from domains.medical.vqa_report import format_rows, main
 from tests.core.test_zeroshot import save_checkpoint
 
 

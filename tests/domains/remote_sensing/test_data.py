@@ -5,15 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from domainvlm.domains.remote_sensing.captions import CaptionDataset, find_caption_file
+from domainvlm.domains.remote_sensing.data import (
+    AnnotationError,
+    BadFileWarning,
+    normalise_class_name,
+)
+from domainvlm.domains.remote_sensing.rasters import RasterReadError
+from domainvlm.domains.remote_sensing.rsvqa import RSVQADataset
+from domainvlm.domains.remote_sensing.scenes import SceneChipDataset, SceneFolderDataset
 from PIL import Image
 from rasterio.transform import from_origin
 from torch.utils.data import DataLoader
-
-from domains.remote_sensing.captions import CaptionDataset, find_caption_file
-from domains.remote_sensing.data import AnnotationError, BadFileWarning, normalise_class_name
-from domains.remote_sensing.io import RasterReadError
-from domains.remote_sensing.rsvqa import RSVQADataset
-from domains.remote_sensing.scenes import SceneChipDataset, SceneFolderDataset
 
 ORIGIN = from_origin(500_000, 4_000_000, 10, 10)
 

@@ -4,13 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from core.errors import DomainVLMError
-from domains.remote_sensing import PLUGIN
-from domains.remote_sensing.datamodule import RSSceneDataModule, RSVQADataModule
-from domains.remote_sensing.model import SemanticExpert, SemanticExperts
-from domains.remote_sensing.task import RSMCLIP, SemanticExpertsSystem
-from domains.remote_sensing.templates import templates
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.domains.remote_sensing import PLUGIN
+from domainvlm.domains.remote_sensing.datamodule import RSSceneDataModule, RSVQADataModule
+from domainvlm.domains.remote_sensing.model import SemanticExpert, SemanticExperts
+from domainvlm.domains.remote_sensing.system import RSMCLIP, SemanticExpertsSystem
+from domainvlm.domains.remote_sensing.templates import templates
 
 
 @pytest.fixture(scope="module")

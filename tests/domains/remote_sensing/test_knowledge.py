@@ -3,8 +3,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from domains.remote_sensing.knowledge import (
+from domainvlm.domains.remote_sensing.knowledge import (
     DATASETS,
     LANGUAGES,
     OBJECT_DATASETS,

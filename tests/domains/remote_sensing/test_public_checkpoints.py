@@ -6,15 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+import domainvlm.core.towers.clip  # noqa: F401  (registers the dvlm-* model configs with open_clip)
 import numpy as np
 import open_clip
 import pytest
 import torch
+from domainvlm.core.cli import main
+from domainvlm.core.commands import evaluate
 from PIL import Image
-
-import core.towers.clip  # noqa: F401  (registers the dvlm-* model configs with open_clip)
-from core.cli import main
-from core.commands import evaluate
 
 EVAL_CONFIGS = Path(__file__).parents[3] / "configs" / "remote_sensing" / "eval"
 

@@ -6,13 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
-
-from domains.remote_sensing.captions import CaptionDataset
-from domains.remote_sensing.io import read_raster
-from domains.remote_sensing.knowledge import LANGUAGES
-from domains.remote_sensing.rsvqa import RSVQADataset
-from domains.remote_sensing.sample import (
+from domainvlm.domains.remote_sensing.captions import CaptionDataset
+from domainvlm.domains.remote_sensing.knowledge import LANGUAGES
+from domainvlm.domains.remote_sensing.rasters import read_raster
+from domainvlm.domains.remote_sensing.rsvqa import RSVQADataset
+from domainvlm.domains.remote_sensing.sample import (
     BORDER,
     CHIP,
     CLASSES,
@@ -21,7 +19,8 @@ from domains.remote_sensing.sample import (
     caption,
     write_sample,
 )
-from domains.remote_sensing.scenes import SceneFolderDataset
+from domainvlm.domains.remote_sensing.scenes import SceneFolderDataset
+from rasterio.windows import Window
 
 BRIGHT = 2800
 """Blue-band digital number above which only the counted objects lie (roofs/ships ~3200-3800)."""

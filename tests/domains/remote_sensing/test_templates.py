@@ -1,9 +1,8 @@
 from string import Formatter
 
 import pytest
-
-from domains.remote_sensing.knowledge import LANGUAGES, class_names
-from domains.remote_sensing.templates import TEMPLATES, templates
+from domainvlm.domains.remote_sensing.knowledge import LANGUAGES, class_names
+from domainvlm.domains.remote_sensing.templates import TEMPLATES, templates
 
 
 def test_every_language_has_three_to_six_distinct_templates() -> None:

@@ -5,19 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from PIL import Image
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.transform import from_origin
-from rasterio.windows import Window
-
-from domains.remote_sensing import io as rs_io
-from domains.remote_sensing.io import (
+from domainvlm.domains.remote_sensing import rasters
+from domainvlm.domains.remote_sensing.rasters import (
     RasterReadError,
     band_statistics,
     chip_windows,
     image_reader,
     read_raster,
 )
+from PIL import Image
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 ORIGIN = from_origin(440_000, 5_420_000, 10, 10)
 
@@ -225,7 +224,7 @@ def _stats_scenes(tmp_path: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def test_band_statistics_match_numpy_over_valid_pixels(tmp_path, monkeypatch):
-    monkeypatch.setattr(rs_io, "STATISTICS_ROWS_PER_READ", 5)  # many strips: exercises merging
+    monkeypatch.setattr(rasters, "STATISTICS_ROWS_PER_READ", 5)  # many strips: exercises merging
     paths, valid = _stats_scenes(tmp_path)
     stats = band_statistics(paths, [3, 1], tmp_path / "stats.json")
     assert stats.bands == (3, 1)
@@ -243,7 +242,7 @@ def test_band_statistics_cache_is_reused_without_opening_files(tmp_path, monkeyp
     opened = []
     real_open = rasterio.open
     monkeypatch.setattr(
-        rs_io.rasterio, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k)
+        rasters.rasterio, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k)
     )
     assert band_statistics(paths, None, cache) == first
     assert opened == []

@@ -4,13 +4,13 @@ from collections import Counter
 
 import pytest
 import torch
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.errors import CheckpointError
+from domainvlm.core.zeroshot import ZeroShotClassifier
+from domainvlm.domains.medical.datamodule import MedicalPretrainDataModule, MedicalVQADataModule
+from domainvlm.domains.medical.system import M3AEPretrainSystem, M3AEVQASystem
+from domainvlm.domains.medical.text import AnnotationError, normalize_answer
 
-from core.checkpoint import load_system
-from core.errors import CheckpointError
-from core.zeroshot import ZeroShotClassifier
-from domains.medical.datamodule import MedicalPretrainDataModule, MedicalVQADataModule
-from domains.medical.task import M3AEPretrainSystem, M3AEVQASystem
-from domains.medical.text import AnnotationError, normalize_answer
 from tests.domains.medical.conftest import fit
 
 

@@ -12,26 +12,25 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from domainvlm.core.checkpoint import read_checkpoint
+from domainvlm.core.ema import EMATeacher
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.errors import CheckpointError, DomainVLMError
+from domainvlm.core.losses import DINOLoss, LogitScale, clip_loss
+from domainvlm.core.system import CHECKPOINT_KEY, BaseSystem
+from domainvlm.core.tokenizers import build_tokenizer
+from domainvlm.core.towers.clip import build_clip
+from domainvlm.core.towers.heads import DINOHead
+from domainvlm.core.towers.tokens import encode_with_patch_tokens
+from domainvlm.core.towers.vit_sizes import encode_any_size
+from domainvlm.core.transforms import ImageTransform
+from domainvlm.core.zeroshot import ZeroShotClassifier
+from domainvlm.domains.remote_sensing.knowledge import knowledge_records
+from domainvlm.domains.remote_sensing.model import ClassifierHead, SemanticExperts
+from domainvlm.domains.remote_sensing.rasters import read_raster
+from domainvlm.domains.remote_sensing.templates import templates
+from domainvlm.retrieval_db import KnowledgeBase
 from torch import Tensor, nn
-
-from core.checkpoint import read_checkpoint
-from core.ema import EMATeacher
-from core.encoder import Encoder
-from core.errors import CheckpointError, DomainVLMError
-from core.losses import DINOLoss, LogitScale, clip_loss
-from core.system import CHECKPOINT_KEY, BaseSystem
-from core.tokenizers import build_tokenizer
-from core.towers.clip import build_clip
-from core.towers.heads import DINOHead
-from core.towers.tokens import encode_with_patch_tokens
-from core.towers.vit_sizes import encode_any_size
-from core.transforms import ImageTransform
-from core.zeroshot import ZeroShotClassifier
-from domains.remote_sensing.io import read_raster
-from domains.remote_sensing.knowledge import knowledge_records
-from domains.remote_sensing.model import ClassifierHead, SemanticExperts
-from domains.remote_sensing.templates import templates
-from retrieval_db import KnowledgeBase
 
 
 class DistillationTower(nn.Module):

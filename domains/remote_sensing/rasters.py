@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.files import atomic_write_json
 from PIL import Image, UnidentifiedImageError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
-
-from core.errors import DomainVLMError
-from core.io import atomic_write_json
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 RASTERIO_SUFFIXES = (".tif", ".tiff")

@@ -5,12 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from core.checkpoint import load_system
-from core.cli import main
-from domains.remote_sensing import PLUGIN
-from domains.remote_sensing.datamodule import RSCaptionDataModule
-from domains.remote_sensing.task import RSMCLIP
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.cli import main
+from domainvlm.domains.remote_sensing import PLUGIN
+from domainvlm.domains.remote_sensing.datamodule import RSCaptionDataModule
+from domainvlm.domains.remote_sensing.system import RSMCLIP
 
 CONFIG = Path(__file__).parents[3] / "configs" / "remote_sensing" / "tiny.yaml"
 

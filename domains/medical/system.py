@@ -32,21 +32,20 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from domainvlm.core.checkpoint import read_checkpoint
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.errors import CheckpointError
+from domainvlm.core.losses import LogitScale, clip_loss, itm_loss, mae_loss, mlm_loss
+from domainvlm.core.system import CHECKPOINT_KEY, BaseSystem
+from domainvlm.core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
+from domainvlm.core.towers.mae import patchify
+from domainvlm.core.transforms import ImageTransform
+from domainvlm.domains.medical.datamodule import CLIP_MEAN, CLIP_STD
+from domainvlm.domains.medical.dicom import image_reader
+from domainvlm.domains.medical.model import M3AEBackbone, MLMHead, PixelDecoder, VQAHead, itm_pairs
+from domainvlm.retrieval_db import Hit, KnowledgeBase
 from torch import Tensor
 from torchmetrics import Metric
-
-from core.checkpoint import read_checkpoint
-from core.encoder import Encoder
-from core.errors import CheckpointError
-from core.losses import LogitScale, clip_loss, itm_loss, mae_loss, mlm_loss
-from core.system import CHECKPOINT_KEY, BaseSystem
-from core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
-from core.towers.mae import patchify
-from core.transforms import ImageTransform
-from domains.medical.datamodule import CLIP_MEAN, CLIP_STD
-from domains.medical.dicom import image_reader
-from domains.medical.model import M3AEBackbone, MLMHead, PixelDecoder, VQAHead, itm_pairs
-from retrieval_db import Hit, KnowledgeBase
 
 EVAL_SEED = 0
 """Validation masks and ITM pairs are drawn from this seed, so validation losses are comparable."""

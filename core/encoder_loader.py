@@ -13,16 +13,15 @@ from pathlib import Path
 
 import open_clip
 import torch
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.images import read_image, to_rgb_image
+from domainvlm.core.system import BaseSystem
+from domainvlm.core.tokenizers import ByteTokenizer
+from domainvlm.core.towers.clip import build_clip
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import Tensor, nn
-
-from core.checkpoint import load_system
-from core.encoder import Encoder
-from core.errors import DomainVLMError
-from core.images import read_image, to_rgb_image
-from core.system import BaseSystem
-from core.tokenizers import ByteTokenizer
-from core.towers.clip import build_clip
 
 OPENCLIP_PREFIX = "openclip:"
 HUB_PREFIXES = ("hf-hub:", "local-dir:")
