@@ -13,7 +13,7 @@ from domainvlm.core.errors import DataRootError
 from domainvlm.core.registry import RetrievalData, ZeroShotData
 from domainvlm.domains.medical.knowledge import read_cases
 from domainvlm.domains.medical.templates import templates
-from domainvlm.domains.medical.text import VQA_SPLIT_FILES, VQAItem, read_vqa_splits
+from domainvlm.domains.medical.text import VQAItem, detect_vqa_format, read_vqa_splits
 
 ORGAN_NAMES = {"CHEST": "chest", "HEAD": "brain", "ABD": "abdomen"}
 """VQA-RAD's image_organ values as class names (its HEAD images are brain CT and MRI)."""
@@ -26,7 +26,7 @@ def organ_name(organ: str) -> str:
 
 def zeroshot_data(root: Path, split: str = "test", lang: str = "en") -> ZeroShotData:
     """Each image of the split once, labelled with its region; classes are those of all splits."""
-    splits = read_vqa_splits(root, _vqa_format(Path(root)))
+    splits = read_vqa_splits(root, detect_vqa_format(root))
     if split not in splits:
         raise DataRootError(f"{root}: no {split!r} split; it has {', '.join(splits)}")
     classnames = sorted({organ_name(item.organ) for items in splits.values() for item in items})
@@ -47,16 +47,6 @@ def retrieval_data(root: Path, split: str = "test") -> RetrievalData:
         captions=[case.text for case in cases],
         image_index=list(range(len(cases))),
         languages=[""] * len(cases),
-    )
-
-
-def _vqa_format(root: Path) -> str:
-    for name, files in VQA_SPLIT_FILES.items():
-        if (root / files["test"]).is_file():
-            return name
-    raise DataRootError(
-        f"{root}: zero-shot evaluation reads the regions named by VQA-RAD (testset.json) or "
-        "SLAKE (test.json) annotations, and neither is here"
     )
 
 

@@ -18,14 +18,6 @@ from domainvlm.core.files import resolve_within
 
 AnswerType = Literal["open", "closed"]
 
-VQA_SPLIT_FILES: dict[str, dict[str, str]] = {
-    "vqa_rad": {"train": "trainset.json", "val": "valset.json", "test": "testset.json"},
-    "slake": {"train": "train.json", "val": "validate.json", "test": "test.json"},
-}
-"""Annotation file per split; a missing ``val`` file is allowed (VQA-RAD ships train and test)."""
-
-VQA_IMAGE_DIRS = {"vqa_rad": "images", "slake": "imgs"}
-
 REPORT_SECTIONS = (
     "findings",
     "impression",
@@ -83,6 +75,40 @@ class VQAItem:
     question_type: str = ""
     organ: str = ""
     """The imaged region as the file names it (VQA-RAD ``image_organ``, SLAKE ``location``)."""
+
+
+@dataclass(frozen=True)
+class VQAFormat:
+    """Where one VQA release keeps what a ``VQAItem`` holds: its files, folders and JSON keys."""
+
+    split_files: dict[str, str]
+    """Annotation file per split; a missing ``val`` file is allowed (VQA-RAD ships train and test)."""
+    image_dir: str
+    image_key: str
+    question_type_key: str
+    organ_key: str
+    language_key: str | None = None
+    """Rows whose value under this key is not ``en`` are skipped (SLAKE mixes English and Chinese)."""
+
+
+VQA_FORMATS: dict[str, VQAFormat] = {
+    # The MEVF/M3AE release of VQA-RAD.
+    "vqa_rad": VQAFormat(
+        split_files={"train": "trainset.json", "val": "valset.json", "test": "testset.json"},
+        image_dir="images",
+        image_key="image_name",
+        question_type_key="question_type",
+        organ_key="image_organ",
+    ),
+    "slake": VQAFormat(
+        split_files={"train": "train.json", "val": "validate.json", "test": "test.json"},
+        image_dir="imgs",
+        image_key="img_name",
+        question_type_key="content_type",
+        organ_key="location",
+        language_key="q_lang",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -189,59 +215,37 @@ def read_report(path: str | Path) -> dict[str, str]:
     return split_report_sections(_read_text(Path(path)))
 
 
-def read_vqa_rad(path: str | Path) -> list[VQAItem]:
-    """VQA-RAD ``trainset.json`` / ``testset.json`` (the MEVF/M3AE release)."""
-    path = Path(path)
+def read_vqa(path: str | Path, dataset: str) -> list[VQAItem]:
+    """One annotation file of a ``VQA_FORMATS`` dataset (``vqa_rad`` or ``slake``)."""
+    path, form = Path(path), vqa_format(dataset)
+    required = (form.image_key, "question", "answer", "answer_type")
+    if form.language_key:
+        required += (form.language_key,)
     items = []
     for row_number, row in enumerate(_read_json_list(path)):
-        _require(path, row_number, row, ("image_name", "question", "answer", "answer_type"))
-        items.append(
-            VQAItem(
-                image=str(row["image_name"]),
-                question=_squash(str(row["question"])),
-                answer=str(row["answer"]).strip(),
-                answer_type=_answer_type(path, row_number, row["answer_type"]),
-                qid=str(row.get("qid", "")),
-                question_type=str(row.get("question_type", "")),
-                organ=str(row.get("image_organ", "")).strip(),
-            )
-        )
-    return items
-
-
-def read_slake(path: str | Path) -> list[VQAItem]:
-    """SLAKE ``train.json`` / ``validate.json`` / ``test.json``, English rows only."""
-    path = Path(path)
-    items = []
-    for row_number, row in enumerate(_read_json_list(path)):
-        _require(path, row_number, row, ("img_name", "question", "answer", "answer_type", "q_lang"))
-        if row["q_lang"] != "en":
+        _require(path, row_number, row, required)
+        if form.language_key and row[form.language_key] != "en":
             continue
         items.append(
             VQAItem(
-                image=str(row["img_name"]),
+                image=str(row[form.image_key]),
                 question=_squash(str(row["question"])),
                 answer=str(row["answer"]).strip(),
                 answer_type=_answer_type(path, row_number, row["answer_type"]),
                 qid=str(row.get("qid", "")),
-                question_type=str(row.get("content_type", "")),
-                organ=str(row.get("location", "")).strip(),
+                question_type=str(row.get(form.question_type_key, "")),
+                organ=str(row.get(form.organ_key, "")).strip(),
             )
         )
     return items
 
 
-def read_vqa_splits(
-    root: str | Path, dataset: Literal["vqa_rad", "slake"]
-) -> dict[str, list[VQAItem]]:
+def read_vqa_splits(root: str | Path, dataset: str) -> dict[str, list[VQAItem]]:
     """All splits of a VQA-RAD or SLAKE folder, with ``image`` resolved under its image folder."""
-    root = Path(root)
-    if dataset not in VQA_SPLIT_FILES:
-        raise ValueError(f"dataset must be one of {sorted(VQA_SPLIT_FILES)}, got {dataset!r}")
-    reader = read_vqa_rad if dataset == "vqa_rad" else read_slake
-    image_root = root / VQA_IMAGE_DIRS[dataset]
+    root, form = Path(root), vqa_format(dataset)
+    image_root = root / form.image_dir
     splits: dict[str, list[VQAItem]] = {}
-    for split, name in VQA_SPLIT_FILES[dataset].items():
+    for split, name in form.split_files.items():
         path = root / name
         if not path.is_file():
             if split == "val":
@@ -249,9 +253,24 @@ def read_vqa_splits(
             raise DataRootError(f"{path}: {dataset} {split} annotations not found")
         splits[split] = [
             replace(item, image=str(_image_path(path, image_root, item.image)))
-            for item in reader(path)
+            for item in read_vqa(path, dataset)
         ]
     return splits
+
+
+def vqa_format(dataset: str) -> VQAFormat:
+    if dataset not in VQA_FORMATS:
+        raise ValueError(f"dataset must be one of {sorted(VQA_FORMATS)}, got {dataset!r}")
+    return VQA_FORMATS[dataset]
+
+
+def detect_vqa_format(root: str | Path) -> str:
+    """The ``VQA_FORMATS`` key whose test annotations are in ``root``."""
+    for name, form in VQA_FORMATS.items():
+        if (Path(root) / form.split_files["test"]).is_file():
+            return name
+    expected = " or ".join(form.split_files["test"] for form in VQA_FORMATS.values())
+    raise DataRootError(f"{root}: no VQA-RAD or SLAKE test annotations ({expected}) here")
 
 
 def normalize_answer(answer: Any) -> str:

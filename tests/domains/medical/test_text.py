@@ -9,12 +9,12 @@ from domainvlm.domains.medical.text import (
     AnnotationError,
     VQAItem,
     answer_vocabulary,
+    detect_vqa_format,
     normalize_answer,
     read_medicat_jsonl,
     read_report,
     read_roco_captions,
-    read_slake,
-    read_vqa_rad,
+    read_vqa,
     read_vqa_splits,
     split_report_sections,
 )
@@ -212,7 +212,7 @@ SLAKE_ROWS = [
 
 
 def test_vqa_rad(tmp_path: Path) -> None:
-    items = read_vqa_rad(write(tmp_path / "trainset.json", json.dumps(VQA_RAD_ROWS)))
+    items = read_vqa(write(tmp_path / "trainset.json", json.dumps(VQA_RAD_ROWS)), "vqa_rad")
     assert items == [
         VQAItem(
             "synpic54610.jpg",
@@ -230,7 +230,9 @@ def test_vqa_rad(tmp_path: Path) -> None:
 
 
 def test_slake_keeps_english_rows(tmp_path: Path) -> None:
-    items = read_slake(write(tmp_path / "train.json", json.dumps(SLAKE_ROWS, ensure_ascii=False)))
+    items = read_vqa(
+        write(tmp_path / "train.json", json.dumps(SLAKE_ROWS, ensure_ascii=False)), "slake"
+    )
     assert [(item.image, item.answer, item.answer_type, item.qid) for item in items] == [
         ("xmlab1/source.jpg", "Abdomen", "open", "0"),
         ("xmlab2/source.jpg", "Yes", "closed", "2"),
@@ -254,10 +256,10 @@ def test_slake_keeps_english_rows(tmp_path: Path) -> None:
 def test_vqa_malformed(tmp_path: Path, rows: object, message: str) -> None:
     path = write(tmp_path / "testset.json", json.dumps(rows))
     with pytest.raises(AnnotationError, match=message):
-        read_vqa_rad(path)
+        read_vqa(path, "vqa_rad")
     bad_json = write(tmp_path / "bad.json", "[\n{\n")
     with pytest.raises(AnnotationError, match="line 3: invalid JSON"):
-        read_vqa_rad(bad_json)
+        read_vqa(bad_json, "slake")
 
 
 def test_vqa_splits(tmp_path: Path) -> None:
@@ -284,6 +286,29 @@ def test_vqa_splits(tmp_path: Path) -> None:
         read_vqa_splits(rad, "vqa_rad")
     with pytest.raises(DataRootError, match="slake train annotations not found"):
         read_vqa_splits(tmp_path / "empty", "slake")
+
+
+def test_each_format_names_its_own_keys(tmp_path: Path) -> None:
+    # SLAKE rows under VQA-RAD's key names (and the reverse) are refused by name.
+    slake = write(tmp_path / "test.json", json.dumps([{**SLAKE_ROWS[0], "q_lang": None}]))
+    with pytest.raises(AnnotationError, match="row 0: missing q_lang$"):
+        read_vqa(slake, "slake")
+    with pytest.raises(AnnotationError, match="row 0: missing image_name$"):
+        read_vqa(slake, "vqa_rad")
+    rad = write(tmp_path / "testset.json", json.dumps(VQA_RAD_ROWS))
+    with pytest.raises(AnnotationError, match="row 0: missing img_name, q_lang$"):
+        read_vqa(rad, "slake")
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        read_vqa(rad, "vqa-rad")
+
+
+def test_detect_vqa_format(tmp_path: Path) -> None:
+    write(tmp_path / "rad" / "testset.json", "[]")
+    write(tmp_path / "slake" / "test.json", "[]")
+    assert detect_vqa_format(tmp_path / "rad") == "vqa_rad"
+    assert detect_vqa_format(tmp_path / "slake") == "slake"
+    with pytest.raises(DataRootError, match="testset.json or test.json"):
+        detect_vqa_format(tmp_path)
 
 
 def test_answer_vocabulary() -> None:
