@@ -63,8 +63,15 @@ class MetadataStore:
         return cls(connection)
 
     def save(self, path: Path) -> None:
+        """Copy the store into a new file ``path``.
+
+        No rollback journal and no syncing: the file is fresh, a save that dies part-way is
+        discarded whole (the manifest never names it), and the caller fsyncs it once complete.
+        """
         destination = sqlite3.connect(path)
         try:
+            destination.execute("PRAGMA journal_mode=OFF")
+            destination.execute("PRAGMA synchronous=OFF")
             with self._lock:
                 self._connection.backup(destination)
         finally:

@@ -25,7 +25,13 @@ from domainvlm.retrieval_db.manifest import FILE_ROLES, MANIFEST_NAME, Manifest,
 
 FILE_SUFFIXES = {"index": ".faiss", "metadata": ".sqlite", "vectors": ".npy", "ids": ".npy"}
 LOCK_NAME = ".lock"
-_GENERATION_FILE = re.compile(r"^(index|metadata|vectors|ids|manifest)\.[0-9a-f]{12}\.\w+$")
+_GENERATION_FILE = re.compile(
+    r"^(index|metadata|vectors|ids|manifest)\.[0-9a-f]{12}"
+    r"\.(faiss|npy|tmp|sqlite(-journal|-wal|-shm)?)$"
+)
+"""Every file a save creates, including the staged manifest (``.tmp``) and the sidecars SQLite
+makes beside a database while writing it: a save killed at any moment leaves only these, and the
+next save into the directory removes them."""
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -164,6 +165,85 @@ def test_process_killed_mid_save_leaves_the_previous_base_loadable(saved) -> Non
 
 def _token(directory: Path) -> str:
     return json.loads((directory / "manifest.json").read_text())["files"]["ids"]["name"][4:]
+
+
+def _assert_single_clean_generation(directory: Path) -> None:
+    token = _token(directory).removesuffix(".npy")
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [".lock", "manifest.json"]
+        + [f"{role}.{token}{suffix}" for role, suffix in storage.FILE_SUFFIXES.items()]
+    )
+
+
+SAVE_FOREVER = """
+import sys, time
+import numpy as np
+from domainvlm.retrieval_db import KnowledgeBase
+target, scratch = sys.argv[1:3]
+vectors = np.random.default_rng(0).standard_normal((4000, 16)).astype(np.float32)
+records = [{"row": i, "text": "a long description " * 12} for i in range(4000)]
+kb = KnowledgeBase.from_vectors(vectors, records, encoder=ENCODER, index_factory="Flat")
+start = time.perf_counter()
+kb.save(scratch)  # a warm-up save elsewhere tells the parent how long one save takes
+print(time.perf_counter() - start, flush=True)
+while True:  # the first save goes into a new folder, the later ones replace it
+    kb.save(target)
+"""
+
+
+def test_saves_killed_at_random_moments_never_block_the_next_save(tmp_path: Path) -> None:
+    """SIGKILL a process that saves in a loop, after random delays spanning about two saves
+    (so about half the kills land in the first save into a new folder); the next save must
+    succeed and leave only its own generation."""
+    import random
+    import signal
+
+    rng = random.Random(0)
+    script = f"ENCODER = {ENCODER!r}\n" + SAVE_FOREVER
+    fresh = np.random.default_rng(1).standard_normal((30, 16)).astype(np.float32)
+    for trial in range(6):
+        directory = tmp_path / f"kb{trial}"
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, str(directory), str(tmp_path / f"scratch{trial}")],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            one_save = float(child.stdout.readline())
+            time.sleep(rng.uniform(0, 2 * one_save))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            child.stdout.close()
+        kb = KnowledgeBase.from_vectors(fresh, records_for(30), encoder=ENCODER)
+        kb.save(directory)
+        _assert_single_clean_generation(directory)
+        assert len(KnowledgeBase.load(directory)) == 30
+
+
+def test_a_dead_sqlite_journal_in_a_new_folder_is_swept_away(tmp_path: Path) -> None:
+    """What a save killed inside SQLite left behind before saves stopped journalling: a
+    half-written database with its hot rollback journal, and no manifest yet."""
+    directory = tmp_path / "kb"
+    directory.mkdir()
+    database = directory / "metadata.0123456789ab.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import os, sqlite3
+        connection = sqlite3.connect({str(database)!r})
+        connection.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT)")
+        connection.commit()
+        connection.execute("INSERT INTO records VALUES (1, 'x')")
+        os._exit(9)  # inside the write transaction
+        """
+    )
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
+    assert (directory / "metadata.0123456789ab.sqlite-journal").exists()
+    kb = KnowledgeBase.from_vectors(clustered(20, 4), records_for(20), encoder=ENCODER)
+    kb.save(directory)
+    _assert_single_clean_generation(directory)
+    assert len(KnowledgeBase.load(directory)) == 20
 
 
 def test_failed_build_leaves_the_previous_base_intact(saved) -> None:
