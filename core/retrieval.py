@@ -14,15 +14,10 @@ from typing import Any
 
 import torch
 from domainvlm.core.encoder import Encoder
-from domainvlm.core.errors import DomainVLMError
-from domainvlm.retrieval_db import EncoderMismatchError, Hit, KnowledgeBase
+from domainvlm.retrieval_db import EncoderMismatchError, FilterError, Hit, KnowledgeBase
 from torch import Tensor
 
 ImageInput = Tensor | Sequence[str | Path]
-
-
-class FilterError(DomainVLMError, ValueError):
-    pass
 
 
 @dataclass(frozen=True)

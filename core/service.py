@@ -26,7 +26,7 @@ from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.images import ImageTooLargeError, pixel_limit
 from domainvlm.core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
 from domainvlm.core.zeroshot import ZeroShotClassifier, templates_for
-from domainvlm.retrieval_db import KnowledgeBase, KnowledgeBaseError
+from domainvlm.retrieval_db import FilterError, KnowledgeBase, KnowledgeBaseError
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -49,6 +49,7 @@ class ServiceLimits:
     max_templates: int = 50
     max_text_chars: int = 2000
     max_k: int = 100
+    max_filters: int = 64
 
 
 class BodyTooLarge(HTTPException):
@@ -178,6 +179,8 @@ def create_app(
             raise HTTPException(422, "give exactly one of 'text' and 'image'")
         if text is not None and not 0 < len(text) <= limits.max_text_chars:
             raise HTTPException(422, f"'text' must hold 1 to {limits.max_text_chars} characters")
+        if filters and len(filters) > limits.max_filters:
+            raise HTTPException(422, f"at most {limits.max_filters} filters, got {len(filters)}")
         where = parse_filters(filters or [])
         tensor = _load_upload(encoder, image, limits) if image is not None else None
         with model_lock:
@@ -211,7 +214,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainVLMError)
     @app.exception_handler(KnowledgeBaseError)
     async def user_error(request: Request, exc: Exception) -> JSONResponse:
-        status = 413 if isinstance(exc, ImageTooLargeError) else 400
+        status = 400
+        if isinstance(exc, ImageTooLargeError):
+            status = 413
+        elif isinstance(exc, FilterError):  # a malformed form field, like FastAPI's own 422s
+            status = 422
         return JSONResponse({"error": str(exc)}, status_code=status)
 
 

@@ -7,6 +7,7 @@ and the encoder's identity ``{"name": ..., "sha256": ...}``.
 from domainvlm.retrieval_db.errors import (
     CorruptKnowledgeBaseError,
     EncoderMismatchError,
+    FilterError,
     KnowledgeBaseError,
 )
 from domainvlm.retrieval_db.index import (
@@ -32,6 +33,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CorruptKnowledgeBaseError",
     "EncoderMismatchError",
+    "FilterError",
     "Hit",
     "IndexInfo",
     "KnowledgeBase",

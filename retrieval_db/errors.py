@@ -13,3 +13,7 @@ class CorruptKnowledgeBaseError(KnowledgeBaseError):
 
 class EncoderMismatchError(KnowledgeBaseError):
     """Vectors from one encoder were about to meet vectors from another in the same space."""
+
+
+class FilterError(KnowledgeBaseError, ValueError):
+    """A metadata filter is malformed or larger than a search accepts."""

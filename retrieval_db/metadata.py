@@ -8,6 +8,7 @@ touch the saved files until the next atomic save.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError
+from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError, FilterError
 
 _SCHEMA = "CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL)"
 Scalar = str | int | float | bool | None
+MAX_FILTER_FIELDS = 64
+"""Fields one filter may name: each adds a clause to one SQL expression."""
 
 
 class MetadataStore:
@@ -124,24 +127,22 @@ class MetadataStore:
     def matching_ids(self, where: Mapping[str, Scalar | Sequence[Scalar]]) -> np.ndarray:
         """Sorted ids of records whose fields equal the given values (a list means any of them).
 
-        ``None`` matches a missing or null field; booleans match JSON true/false only.
+        ``None`` matches a missing or null field; booleans match JSON true/false only. A field's
+        values travel as one JSON array parameter, so a long any-of list costs one clause rather
+        than one per value (SQLite caps expression depth at 1000); at most ``MAX_FILTER_FIELDS``
+        fields.
         """
         if not where:
-            raise ValueError("an empty filter matches everything; pass where=None instead")
+            raise FilterError("an empty filter matches everything; pass where=None instead")
+        if len(where) > MAX_FILTER_FIELDS:
+            raise FilterError(
+                f"a filter may name at most {MAX_FILTER_FIELDS} fields, got {len(where)}"
+            )
         clauses, parameters = [], []
         for key, wanted in where.items():
-            path = _json_path(key)
-            options = (
-                list(wanted) if isinstance(wanted, list | tuple | set | frozenset) else [wanted]
-            )
-            if not options:
-                raise ValueError(f"filter on {key!r} lists no values")
-            alternatives = []
-            for value in options:
-                clause, values = _equality(path, key, value)
-                alternatives.append(clause)
-                parameters.extend(values)
-            clauses.append("(" + " OR ".join(alternatives) + ")")
+            clause, values = _field_clause(key, wanted)
+            clauses.append(clause)
+            parameters.extend(values)
         query = f"SELECT id FROM records WHERE {' AND '.join(clauses)} ORDER BY id"
         with self._lock:
             rows = self._connection.execute(query, parameters).fetchall()
@@ -167,21 +168,40 @@ def _id_array(ids: Iterable[int]) -> str:
 
 def _json_path(key: str) -> str:
     if not isinstance(key, str) or not key or '"' in key or any(ord(c) < 32 for c in key):
-        raise ValueError(f"filter field must be a non-empty name without quotes, got {key!r}")
+        raise FilterError(f"filter field must be a non-empty name without quotes, got {key!r}")
     return f'$."{key}"'
 
 
-def _equality(path: str, key: str, value: Scalar) -> tuple[str, list[Any]]:
-    if value is None:
-        return "json_extract(record, ?) IS NULL", [path]
-    if isinstance(value, bool):
-        return "json_type(record, ?) = ?", [path, "true" if value else "false"]
-    if isinstance(value, str | int | float):
-        return "(json_type(record, ?) NOT IN ('true', 'false') AND json_extract(record, ?) = ?)", [
-            path,
-            path,
-            value,
-        ]
-    raise ValueError(
-        f"filter on {key!r}: values must be str, int, float, bool or None, got {value!r}"
-    )
+def _field_clause(key: str, wanted: Scalar | Sequence[Scalar]) -> tuple[str, list[Any]]:
+    """One parenthesised clause (and its parameters) matching any of ``wanted`` in field ``key``."""
+    path = _json_path(key)
+    options = list(wanted) if isinstance(wanted, list | tuple | set | frozenset) else [wanted]
+    if not options:
+        raise FilterError(f"filter on {key!r} lists no values")
+    plain, flags, alternatives, parameters = [], set(), [], []
+    for value in options:
+        if value is None:
+            flags.add("null")
+        elif isinstance(value, bool):
+            flags.add("true" if value else "false")
+        elif isinstance(value, str) or (isinstance(value, int | float) and math.isfinite(value)):
+            plain.append(value)
+        else:
+            raise FilterError(
+                f"filter on {key!r}: values must be str, int, finite float, bool or None, "
+                f"got {value!r}"
+            )
+    if "null" in flags:
+        alternatives.append("json_extract(record, ?) IS NULL")
+        parameters.append(path)
+    booleans = sorted(flags - {"null"})
+    if booleans:
+        alternatives.append("json_type(record, ?) IN (SELECT value FROM json_each(?))")
+        parameters += [path, json.dumps(booleans)]
+    if plain:
+        alternatives.append(
+            "(json_type(record, ?) NOT IN ('true', 'false') "
+            "AND json_extract(record, ?) IN (SELECT value FROM json_each(?)))"
+        )
+        parameters += [path, path, json.dumps(plain, ensure_ascii=False)]
+    return "(" + " OR ".join(alternatives) + ")", parameters

@@ -22,7 +22,8 @@ from domainvlm.core.retrieval import (
 )
 from domainvlm.retrieval_db import EncoderMismatchError, KnowledgeBase
 
-from tests.core.test_zeroshot import ColourSystem, colour_png, save_checkpoint
+from tests.helpers import colour_png, save_checkpoint
+from tests.plugins.colours import ColourSystem
 
 
 @pytest.fixture
@@ -102,6 +103,18 @@ def test_knowledge_base_search_by_text_image_and_filter(pngs: list[Path]):
         "score": hits[0].score,
         "record": hits[0].record,
     }
+
+
+def test_a_long_any_of_filter_from_the_command_line_still_searches():
+    """``kb search --filter`` repeated thousands of times once hit SQLite's expression limit."""
+    encoder = ColourSystem().encoder()
+    searcher = KnowledgeBaseSearch(encoder, colour_kb(encoder))
+    where = parse_filters([f"text=nothing {i}" for i in range(3000)] + ["text=blue sky"])
+    assert [hit.record["text"] for hit in searcher.search_text("red", k=3, where=where)] == [
+        "blue sky"
+    ]
+    with pytest.raises(FilterError, match="at most 64 fields, got 100"):
+        searcher.search_text("red", where=parse_filters([f"f{i}=1" for i in range(100)]))
 
 
 def test_knowledge_base_refuses_another_encoder_unless_allowed():

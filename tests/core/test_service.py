@@ -12,7 +12,8 @@ from domainvlm.retrieval_db import EncoderMismatchError, KnowledgeBase
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.core.test_zeroshot import ColourSystem, colour_png
+from tests.helpers import colour_png
+from tests.plugins.colours import ColourSystem
 
 RED, BLUE = (230, 20, 10), (15, 30, 220)
 
@@ -181,9 +182,32 @@ def test_search_errors(client: TestClient, encoder, tmp_path: Path):
     bad_filter = client.post(
         "/v1/search", data={"kb": "concepts", "text": "red", "filter": ["oops"]}
     )
-    assert bad_filter.status_code == 400 and "key=value" in bad_filter.json()["error"]
+    assert bad_filter.status_code == 422 and "key=value" in bad_filter.json()["error"]
+    quoted = client.post(
+        "/v1/search", data={"kb": "concepts", "text": "red", "filter": ['le"vel=scene']}
+    )
+    assert quoted.status_code == 422 and "without quotes" in quoted.json()["error"]
     too_many = client.post("/v1/search", data={"kb": "concepts", "text": "red", "k": "1000"})
     assert too_many.status_code == 422
+
+
+def test_long_filter_lists_are_capped_with_a_json_422(client: TestClient):
+    """SQLite refuses expressions deeper than 1000: 998 filters (Starlette caps a form at 1000
+    fields) once answered 500."""
+    many = [f"level=value{i}" for i in range(998)]
+    response = client.post("/v1/search", data={"kb": "concepts", "text": "red", "filter": many})
+    assert response.status_code == 422
+    assert response.json() == {"error": "at most 64 filters, got 998"}
+    at_limit = [f"level=value{i}" for i in range(63)] + ["level=scene"]
+    response = client.post(
+        "/v1/search", data={"kb": "concepts", "text": "red", "filter": at_limit, "k": "4"}
+    )
+    assert response.status_code == 200
+    texts = {r["record"]["text"] for r in response.json()["results"]}
+    assert texts == {"green forest", "blue lake"}
+    fields = [f"field{i}=1" for i in range(64)]  # 64 distinct fields: one SQL clause each
+    response = client.post("/v1/search", data={"kb": "concepts", "text": "red", "filter": fields})
+    assert response.status_code == 200 and response.json()["results"] == []
 
 
 def test_a_knowledge_base_of_another_encoder_is_refused_at_startup(encoder):

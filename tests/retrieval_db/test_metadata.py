@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError
-from domainvlm.retrieval_db.metadata import MetadataStore
+from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError, FilterError
+from domainvlm.retrieval_db.metadata import MAX_FILTER_FIELDS, MetadataStore
 
 
 @pytest.fixture
@@ -48,6 +48,24 @@ def test_filters_match_json_fields(store: MetadataStore) -> None:
     # None: the field is null or missing.
     np.testing.assert_array_equal(store.matching_ids({"lang": None}), [4, 5])
     assert store.matching_ids({"level": "nothing"}).size == 0
+    # Any-of lists mix kinds, each keeping its own matching rule.
+    np.testing.assert_array_equal(store.matching_ids({"n": [2, "1", True]}), [1, 5])
+    np.testing.assert_array_equal(store.matching_ids({"flag": [True, 1.5]}), [2])
+    np.testing.assert_array_equal(store.matching_ids({"flag": [False, None]}), [0, 1, 3, 4, 5])
+
+
+def test_long_any_of_lists_are_one_clause(store: MetadataStore) -> None:
+    """SQLite refuses expressions deeper than 1000; 20 000 values for one field must still work."""
+    values = [f"lang-{i}" for i in range(20_000)] + ["de"]
+    np.testing.assert_array_equal(store.matching_ids({"lang": values}), [1, 2])
+    np.testing.assert_array_equal(store.matching_ids({"n": list(range(2, 20_000))}), [1])
+
+
+def test_too_many_fields_are_refused_with_the_limit(store: MetadataStore) -> None:
+    where = {f"field{i}": 1 for i in range(MAX_FILTER_FIELDS)}
+    assert store.matching_ids(where).size == 0  # the limit itself works
+    with pytest.raises(FilterError, match=f"at most {MAX_FILTER_FIELDS} fields, got 65"):
+        store.matching_ids(where | {"one more": 1})
 
 
 @pytest.mark.parametrize(
@@ -57,10 +75,11 @@ def test_filters_match_json_fields(store: MetadataStore) -> None:
         ({'a"b': 1}, "without quotes"),
         ({"level": []}, "lists no values"),
         ({"level": {"nested": 1}}, "values must be"),
+        ({"n": float("nan")}, "finite float"),
     ],
 )
 def test_bad_filters_are_explained(store: MetadataStore, where: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(FilterError, match=message):
         store.matching_ids(where)
 
 
