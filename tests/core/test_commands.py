@@ -6,85 +6,25 @@ from pathlib import Path
 import pytest
 import torch
 from domainvlm.core.cli import main
-from domainvlm.core.registry import DomainPlugin, RetrievalData, ZeroShotData, load_domains
+from domainvlm.core.registry import load_domains
 from PIL import Image
 
-from tests.core.test_zeroshot import ColourSystem, colour_png, save_checkpoint
+from tests.helpers import colour_png, register_plugin, run_cli, save_checkpoint
+from tests.plugins.colours import ColourSystem, hook_calls
 
 RED, GREEN, BLUE = (230, 20, 10), (20, 210, 40), (15, 30, 220)
-
-# ------------------------------------------------------------------------- a fake domain plugin
-# Its entry point lives in this package (tests.core), like ColourSystem, so `eval` finds it from
-# the checkpoint alone.
-
-hook_calls: list[tuple] = []
-
-
-def fake_zeroshot_data(root: Path, split: str, lang: str) -> ZeroShotData:
-    hook_calls.append(("zeroshot", Path(root), split, lang))
-    paths = sorted((Path(root) / split).glob("*.png"))
-    labels = [["red", "green", "blue"].index(p.stem.split("_")[0]) for p in paths]
-    return ZeroShotData(paths, labels, ["red", "green", "blue"], ["a {} tile"])
-
-
-def fake_retrieval_data(root: Path, split: str) -> RetrievalData:
-    hook_calls.append(("retrieval", Path(root), split))
-    paths = sorted((Path(root) / split).glob("*.png"))
-    captions = [f"a {p.stem.split('_')[0]} tile" for p in paths]
-    return RetrievalData(paths, captions, list(range(len(paths))), ["en"] * len(paths))
-
-
-def fake_knowledge() -> list[dict]:
-    return [
-        {"text": "red: roofs and brick", "level": "object"},
-        {"text": "green: forest and meadow", "level": "scene"},
-        {"text": "blue: lakes and sea", "level": "scene"},
-    ]
-
-
-FAKE_PLUGIN = DomainPlugin(
-    name="colours",
-    description="coloured tiles (test-only plugin)",
-    modalities=("image", "text"),
-    input_format="PNG",
-    channels="RGB",
-    data_licence="synthetic",
-    configs_dir=Path(__file__).parent,
-    write_sample=lambda out_dir, **kwargs: out_dir,
-    knowledge_source=fake_knowledge,
-    zeroshot_data=fake_zeroshot_data,
-    retrieval_data=fake_retrieval_data,
-    languages=("en", "pt"),
-)
 
 
 @pytest.fixture
 def colours_domain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    site = tmp_path / "site"
-    dist_info = site / "colours_plugin-0.1.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: colours-plugin\nVersion: 0.1\n"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        "[domainvlm.domains]\ncolours = tests.core.test_commands:FAKE_PLUGIN\n"
-    )
-    monkeypatch.syspath_prepend(str(site))
-    load_domains.cache_clear()
     hook_calls.clear()
-    yield FAKE_PLUGIN
+    yield register_plugin(tmp_path, monkeypatch, "colours", "tests.plugins.colours:PLUGIN")
     load_domains.cache_clear()
 
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
     return save_checkpoint(ColourSystem(), tmp_path / "colour.ckpt")
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, list[str], str]:
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return code, [line for line in captured.out.splitlines() if line.strip()], captured.err
 
 
 def test_help_lists_the_new_commands(capsys):

@@ -1,11 +1,10 @@
-"""Zero-shot API and encoder specs. Also home of the tiny test systems other test modules import."""
+"""Zero-shot API and encoder specs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import pytest
 import torch
@@ -16,8 +15,6 @@ from domainvlm.core.encoder_loader import (
     openclip_model_encoder,
     resolve_device,
 )
-from domainvlm.core.images import read_image, to_rgb_image
-from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import ByteTokenizer
 from domainvlm.core.zeroshot import (
     LOGIT_SCALE,
@@ -28,57 +25,10 @@ from domainvlm.core.zeroshot import (
     templates_for,
 )
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
-from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
-COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
-
-
-class ColourSystem(BaseSystem):
-    """An image embeds as its mean colour, a text as the colours it names: a known joint space."""
-
-    def __init__(self, image_size: int = 8, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.image_size = image_size
-        self.mix = nn.Linear(3, 3, bias=False)
-        with torch.no_grad():
-            self.mix.weight.copy_(torch.eye(3))
-
-    def encode_image(self, images: Tensor) -> Tensor:
-        return self.mix(images.mean(dim=(2, 3)))
-
-    def encode_text(self, texts: list[str]) -> Tensor:
-        named = [[float(name in text.lower()) for name in COLOURS] for text in texts]
-        return self.mix(torch.tensor(named) + 1e-3)
-
-    def load_image(self, path: str | Path) -> Tensor:
-        image = to_rgb_image(read_image(path), path).resize((self.image_size, self.image_size))
-        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-    def encoder(self) -> Encoder:
-        return Encoder(
-            name="colour",
-            image_fn=self.encode_image,
-            text_fn=self.encode_text,
-            load_image=self.load_image,
-            modules=[self],
-        )
-
-
-def save_checkpoint(system: BaseSystem, path: Path) -> Path:
-    """What Lightning writes, minus the trainer state: enough for ``load_system``."""
-    checkpoint = {"state_dict": system.state_dict()}
-    system.on_save_checkpoint(checkpoint)
-    torch.save(checkpoint, path)
-    return path
-
-
-def colour_png(path: Path, rgb: tuple[int, int, int], size: int = 8, seed: int = 0) -> Path:
-    noise = np.random.default_rng(seed).integers(-20, 21, (size, size, 3))
-    pixels = np.clip(np.asarray(rgb)[None, None] + noise, 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
+from tests.helpers import colour_png, save_checkpoint
+from tests.plugins.colours import ColourSystem
 
 
 def tiny_openclip() -> Encoder:

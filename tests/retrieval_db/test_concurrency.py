@@ -7,7 +7,7 @@ import pytest
 from domainvlm.retrieval_db import KnowledgeBase
 from domainvlm.retrieval_db.locking import ReadWriteLock
 
-from tests.retrieval_db.conftest import ENCODER, clustered
+from tests.helpers import ENCODER, clustered
 
 BATCH = 5
 BATCHES = 60

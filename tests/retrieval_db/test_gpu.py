@@ -6,7 +6,7 @@ import pytest
 from domainvlm.retrieval_db import KnowledgeBase, exact_search, recall_at_k
 from domainvlm.retrieval_db.gpu import gpu_count, resolve_use_gpu
 
-from tests.retrieval_db.conftest import ENCODER, clustered, records_for
+from tests.helpers import ENCODER, clustered, records_for
 
 NO_GPU = not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0
 

@@ -14,7 +14,7 @@ from domainvlm.retrieval_db.index import (
     search_parameters,
 )
 
-from tests.retrieval_db.conftest import clustered
+from tests.helpers import clustered
 
 GIB = 2**30
 

@@ -10,7 +10,7 @@ from domainvlm.retrieval_db import (
     searching,
 )
 
-from tests.retrieval_db.conftest import ENCODER, OTHER_ENCODER, clustered, records_for
+from tests.helpers import ENCODER, OTHER_ENCODER, clustered, records_for
 
 # Index families: exact, graph (tombstones only), inverted lists (forced, since auto picks by size).
 FACTORIES = [None, "HNSW16", "IVF8,Flat"]

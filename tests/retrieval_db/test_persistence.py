@@ -20,7 +20,7 @@ from domainvlm.retrieval_db import (
 )
 from domainvlm.retrieval_db.metadata import MetadataStore
 
-from tests.retrieval_db.conftest import ENCODER, clustered, records_for
+from tests.helpers import ENCODER, clustered, records_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

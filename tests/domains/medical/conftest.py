@@ -5,25 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-from domainvlm.core.cli import main
 from domainvlm.domains.medical import PLUGIN
 
-CONFIGS = Path(__file__).parents[3] / "configs" / "medical"
-
-
-def fit(config_name: str, root: Path, tmp_path: Path, model_args: dict) -> None:
-    """A 2-step fit of a shipped config through the CLI, as a user runs it."""
-    config = yaml.safe_load((CONFIGS / config_name).read_text())
-    config["trainer"].update(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False
-    )
-    config["trainer"].pop("max_time", None)
-    config["model"]["init_args"].update(model_args)
-    config["data"]["init_args"].update(root=str(root), batch_size=8)
-    path = tmp_path / config_name
-    path.write_text(yaml.safe_dump(config))
-    main(["fit", "--config", str(path)])
+from tests.helpers import CONFIGS, fit_briefly
 
 
 @pytest.fixture(scope="session")
@@ -36,5 +20,6 @@ def pretrained(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     workdir = tmp_path_factory.mktemp("pretrain")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
-        fit("tiny_pretrain.yaml", sample_root, workdir, {})
+        config = CONFIGS / "medical" / "tiny_pretrain.yaml"
+        fit_briefly(config, workdir, {"root": str(sample_root), "batch_size": 8})
     return workdir / "runs/medical/tiny_pretrain/checkpoints/last.ckpt"

@@ -8,18 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from domainvlm.core.checkpoint import load_system
-from domainvlm.core.cli import main
 from domainvlm.core.errors import DataRootError
 from domainvlm.core.zeroshot import TemplateError, fill
 from domainvlm.domains.medical import PLUGIN
 from domainvlm.domains.medical.evaluation_data import organ_name
 from domainvlm.domains.medical.templates import templates
 
-
-def run_cli(capsys, *argv: str | Path) -> tuple[int, list[str], str]:
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return code, [line for line in captured.out.splitlines() if line.strip()], captured.err
+from tests.helpers import run_cli
 
 
 def manifest_cases(root: Path, split: str) -> list[dict]:

@@ -8,20 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from domainvlm.core.checkpoint import load_system
-from domainvlm.core.cli import main
 from domainvlm.core.errors import DataRootError
 from domainvlm.domains.medical.dicom import SAFE_TAGS, read_dicom, read_dicom_meta
 from domainvlm.domains.medical.knowledge import RECORD_TAGS, report_records
 from domainvlm.domains.medical.sample import FAKE_BIRTH_DATE, FAKE_PATIENT_NAME
 from PIL import Image
 
+from tests.helpers import run_cli
+
 RECORD_KEYS = {"id", "text", "split", "image_file", "caption", "findings", "impression"}
-
-
-def run_cli(capsys, *argv: str | Path) -> tuple[int, list[str], str]:
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return code, [line for line in captured.out.splitlines() if line.strip()], captured.err
 
 
 def test_records_cover_every_split_once_with_whitelisted_tags(sample_root: Path):

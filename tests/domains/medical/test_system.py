@@ -11,7 +11,7 @@ from domainvlm.domains.medical.datamodule import MedicalPretrainDataModule, Medi
 from domainvlm.domains.medical.system import M3AEPretrainSystem, M3AEVQASystem
 from domainvlm.domains.medical.text import AnnotationError, normalize_answer
 
-from tests.domains.medical.conftest import fit
+from tests.helpers import CONFIGS, fit_briefly
 
 
 def test_pretrain_checkpoint_round_trip(pretrained, sample_root):
@@ -54,7 +54,12 @@ def test_vqa_fit_starts_from_the_pretrained_backbone(
         assert torch.equal(value, pretrained_state[f"backbone.{name}"]), name
 
     monkeypatch.chdir(tmp_path)
-    fit("tiny_vqa.yaml", sample_root, tmp_path, {"init_from": str(pretrained)})
+    fit_briefly(
+        CONFIGS / "medical" / "tiny_vqa.yaml",
+        tmp_path,
+        {"root": str(sample_root), "batch_size": 8},
+        {"init_from": str(pretrained)},
+    )
     tuned = load_system(tmp_path / "runs/medical/tiny_vqa/checkpoints/last.ckpt")
     datamodule = MedicalVQADataModule(root=str(sample_root), batch_size=4)
     assert tuned.hparams.classes == datamodule.classes()

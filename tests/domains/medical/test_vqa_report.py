@@ -12,7 +12,7 @@ from domainvlm.domains.medical.system import M3AEVQASystem
 from domainvlm.domains.medical.text import normalize_answer
 from domainvlm.domains.medical.vqa_report import format_rows, main
 
-from tests.core.test_zeroshot import save_checkpoint
+from tests.helpers import save_checkpoint
 
 
 def test_report_matches_answers_by_hand(

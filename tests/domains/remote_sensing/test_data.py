@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from domainvlm.domains.remote_sensing.captions import CaptionDataset, find_caption_file
 from domainvlm.domains.remote_sensing.data import (
     AnnotationError,
@@ -15,10 +14,9 @@ from domainvlm.domains.remote_sensing.rasters import RasterReadError
 from domainvlm.domains.remote_sensing.rsvqa import RSVQADataset
 from domainvlm.domains.remote_sensing.scenes import SceneChipDataset, SceneFolderDataset
 from PIL import Image
-from rasterio.transform import from_origin
 from torch.utils.data import DataLoader
 
-ORIGIN = from_origin(500_000, 4_000_000, 10, 10)
+from tests.helpers import write_geotiff
 
 
 def write_png(path: Path, value: int) -> None:
@@ -26,25 +24,10 @@ def write_png(path: Path, value: int) -> None:
     Image.fromarray(np.full((4, 4, 3), value, dtype=np.uint8)).save(path)
 
 
-def write_tif(path: Path, data: np.ndarray, nodata: int | None = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype.name,
-        crs="EPSG:32631",
-        transform=ORIGIN,
-        nodata=nodata,
-        tiled=True,
-        blockxsize=32,
-        blockysize=32,
-    ) as dst:
-        dst.write(data)
-    return path
+def write_tif(path: Path, data: np.ndarray) -> Path:
+    return write_geotiff(
+        path, data, origin=(500_000, 4_000_000), tiled=True, blockxsize=32, blockysize=32
+    )
 
 
 def write_json(path: Path, obj: object) -> Path:

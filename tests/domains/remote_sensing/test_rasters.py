@@ -15,27 +15,9 @@ from domainvlm.domains.remote_sensing.rasters import (
 )
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-ORIGIN = from_origin(440_000, 5_420_000, 10, 10)
-
-
-def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = 0, **extra) -> Path:
-    profile = dict(
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype.name,
-        crs="EPSG:32631",
-        transform=ORIGIN,
-        nodata=nodata,
-    )
-    profile.update(extra)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+from tests.helpers import write_geotiff
 
 
 @pytest.fixture

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from domainvlm.core.checkpoint import load_system
-from domainvlm.core.cli import main
 from domainvlm.domains.remote_sensing import PLUGIN
 from domainvlm.domains.remote_sensing.datamodule import RSCaptionDataModule
 from domainvlm.domains.remote_sensing.system import RSMCLIP
 
-CONFIG = Path(__file__).parents[3] / "configs" / "remote_sensing" / "tiny.yaml"
+from tests.helpers import CONFIGS, fit_briefly
+
+CONFIG = CONFIGS / "remote_sensing" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +66,7 @@ def test_teacher_follows_student_by_ema(sample_root):
 
 def test_tiny_config_fits_and_checkpoint_rebuilds_an_encoder(sample_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = yaml.safe_load(CONFIG.read_text())
-    config["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
-    config["trainer"]["enable_progress_bar"] = False
-    config["data"]["init_args"].update(root=str(sample_root), batch_size=8, num_workers=0)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    main(["fit", "--config", str(path)])
+    fit_briefly(CONFIG, tmp_path, {"root": str(sample_root), "batch_size": 8, "num_workers": 0})
 
     system = load_system(tmp_path / "runs/remote_sensing/tiny/checkpoints/last.ckpt")
     encoder = system.encoder()
