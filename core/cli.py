@@ -39,7 +39,8 @@ Data:      domainvlm sample-data <domain> --out DIR
 Domains:   domainvlm domains
 
 Run `domainvlm <command> --help` for the options of each command.
-Set DOMAINVLM_DEBUG=1 to see full tracebacks instead of one-paragraph errors."""
+Errors in input, configs or files print as one paragraph (DOMAINVLM_DEBUG=1 adds the traceback);
+anything else is a bug in domainvlm and shows its traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,14 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if not argv else 2
         return int(args.run(args) or 0)
     except Exception as exc:
-        if os.environ.get("DOMAINVLM_DEBUG"):
-            raise
+        # Only the project's own errors are the user's to fix; anything else is a bug and keeps
+        # its traceback. (Imported here: retrieval_db loads faiss, which `--help` does not need.)
         from domainvlm.core.errors import DomainVLMError
-        from domainvlm.retrieval_db import KnowledgeBaseError
+        from domainvlm.retrieval_db.errors import KnowledgeBaseError
 
-        user_errors = DomainVLMError | KnowledgeBaseError | OSError | ValueError
-        kind = "error" if isinstance(exc, user_errors) else "internal error"
-        print(f"domainvlm: {kind}: {exc}", file=sys.stderr)
+        if os.environ.get("DOMAINVLM_DEBUG") or not isinstance(
+            exc, DomainVLMError | KnowledgeBaseError
+        ):
+            raise
+        print(f"domainvlm: error: {exc}", file=sys.stderr)
         return 1
 
 

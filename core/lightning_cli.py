@@ -1,28 +1,103 @@
-"""LightningCLI wiring for ``domainvlm fit|validate|test|predict``."""
+"""LightningCLI wiring for ``domainvlm fit|validate|test|predict``.
+
+Three rules on top of Lightning's CLI:
+
+* A run's files go under ``trainer.default_root_dir`` (the run directory): a ``ModelCheckpoint``
+  without ``dirpath`` writes to ``<run dir>/checkpoints`` and, when the config names no logger, a
+  ``CSVLogger`` writes to ``<run dir>/logs/version_N``. Overriding ``--trainer.default_root_dir``
+  moves them all, so two runs of one config never overwrite each other's ``last.ckpt``.
+* ``--ckpt_path`` is read with ``weights_only=True`` whatever torch is installed
+  (``WeightsOnlyCheckpointIO``); there is no ``--weights_only`` option to turn that off.
+* ``--config NAME`` that is not a file falls back to the configs shipped inside the package, so
+  ``domainvlm fit --config remote_sensing/tiny.yaml`` (or ``configs/remote_sensing/tiny.yaml``) works
+  from any directory after ``pip install``.
+
+The arguments reach LightningCLI through ``args=``; ``sys.argv`` stays the process's own, because
+Lightning's DDP launcher starts the other ranks by re-running ``sys.argv``.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
-import sys
+import warnings
 from collections.abc import Sequence
-from unittest import mock
+from pathlib import Path
+from typing import Any
 
+from domainvlm.core.checkpoint import UNREADABLE, WeightsOnlyCheckpointIO, unreadable
 from domainvlm.core.datamodule import BaseDataModule
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.system import BaseSystem
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.plugins.io import TorchCheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+# configs/ sits beside core/ in the repository and in the installed package alike.
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class ConfigError(DomainVLMError):
     pass
 
 
-def run_lightning(argv: Sequence[str]) -> LightningCLI:
-    # LightningCLI reads sys.argv itself; handing it ours avoids its "args and argv" warning.
-    with mock.patch.object(sys, "argv", ["domainvlm", *argv]):
+class DomainVLMCLI(LightningCLI):
+    """LightningCLI with run-directory outputs and weights-only checkpoint loading."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # Lightning >= 2.6 offers `--weights_only` on every subcommand; ours is always True.
+        return {name: skip | {"weights_only"} for name, skip in LightningCLI.subcommands().items()}
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the hyperparameters of --ckpt_path (weights-only) before building the
+        # model; a file that fails that is the user's to fix, not a traceback.
         try:
-            return LightningCLI(
+            super()._parse_ckpt_path()
+        except UNREADABLE as exc:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            raise unreadable(str(path), exc) from None
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self._get(self.config, "trainer")
+        root = trainer.get("default_root_dir") or os.getcwd()
+        trainer["default_root_dir"] = root
+        if trainer.get("logger") in (None, True):
+            trainer["logger"] = Namespace(
+                class_path=CSV_LOGGER, init_args=Namespace(save_dir=root, name="logs")
+            )
+        callbacks = trainer.get("callbacks") or []
+        for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+            is_checkpoint = isinstance(callback, Namespace) and issubclass(
+                _import(callback.class_path), ModelCheckpoint
+            )
+            if is_checkpoint and callback.init_args.get("dirpath") is None:
+                callback.init_args["dirpath"] = os.path.join(root, "checkpoints")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        current = trainer.strategy.checkpoint_io
+        if type(current) is not TorchCheckpointIO:
+            raise ConfigError(
+                f"checkpoint I/O plugin {type(current).__name__} is not supported: domainvlm reads "
+                "checkpoints with its own weights-only loader (remove the plugin from the config)"
+            )
+        trainer.strategy.checkpoint_io = WeightsOnlyCheckpointIO()
+        return trainer
+
+
+def run_lightning(argv: Sequence[str]) -> LightningCLI:
+    argv = resolve_config_paths(argv)
+    with warnings.catch_warnings():
+        # main(argv) may be called from Python (tests, notebooks) whose own sys.argv is unrelated.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        try:
+            return DomainVLMCLI(
                 BaseSystem,
                 BaseDataModule,
                 subclass_mode_model=True,
@@ -30,9 +105,44 @@ def run_lightning(argv: Sequence[str]) -> LightningCLI:
                 # Re-running a config in the same run directory must not fail on the config copy.
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"exit_on_error": False, "default_env": False},
+                args=argv,
             )
         except ArgumentError as exc:
             raise ConfigError(explain_config_error(str(exc), argv)) from None
+        except MisconfigurationException as exc:
+            raise ConfigError(f"invalid trainer setting: {exc}") from None
+
+
+def packaged_config(name: str) -> Path | None:
+    """The config shipped with the package for ``remote_sensing/tiny.yaml`` (or ``configs/...``)."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        return None
+    if relative.parts[:1] == ("configs",):
+        relative = Path(*relative.parts[1:])
+    candidate = PACKAGED_CONFIGS / relative
+    return candidate if candidate.is_file() else None
+
+
+def resolve_config_paths(argv: Sequence[str]) -> list[str]:
+    """Replace each ``--config``/``-c`` value that is not a file by the packaged config it names."""
+    resolved = list(argv)
+    for i, arg in enumerate(resolved):
+        prefix = next((p for p in ("--config=", "-c=") if arg.startswith(p)), None)
+        if prefix is not None:
+            value, index = arg[len(prefix) :], i
+        elif arg in ("--config", "-c") and i + 1 < len(resolved):
+            prefix, value, index = "", resolved[i + 1], i + 1
+        else:
+            continue
+        if not os.path.exists(value) and (shipped := packaged_config(value)) is not None:
+            resolved[index] = f"{prefix}{shipped}"
+    return resolved
+
+
+def _import(class_path: str) -> type:
+    module_name, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
 
 
 def explain_config_error(message: str, argv: Sequence[str]) -> str:

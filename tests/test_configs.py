@@ -47,4 +47,11 @@ def test_ablation_override_turns_retrieval_off(experts, ablation, run_dir, capsy
         )
     printed = capsys.readouterr().out
     assert "use_retrieval: false" in printed
-    assert f"dirpath: runs/remote_sensing/{run_dir}/checkpoints" in printed
+    assert f"default_root_dir: runs/remote_sensing/{run_dir}\n" in printed
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_outputs_are_named_once_by_the_run_directory(config: Path):
+    """No config pins a checkpoint dirpath or a logger save_dir: both follow default_root_dir."""
+    text = config.read_text()
+    assert "dirpath:" not in text and "save_dir:" not in text

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,21 +11,26 @@ from domainvlm.core.checkpoint import load_system
 from domainvlm.core.cli import main
 
 
-def toy_config(tmp_path: Path, root: Path, **trainer) -> Path:
+def toy_config(tmp_path: Path, root: Path, pinned: bool = True, **trainer) -> Path:
+    """A toy fit config; ``pinned`` puts checkpoints in tmp_path/ckpt and turns the logger off,
+    otherwise both follow the run directory as in the shipped configs."""
+    checkpoint = {"save_last": True, "save_top_k": 0, "enable_version_counter": False}
+    if pinned:
+        checkpoint = {"dirpath": str(tmp_path / "ckpt"), "save_last": True}
     config = {
         "seed_everything": 0,
         "trainer": {
             "max_steps": 6,
             "accelerator": "cpu",
             "devices": 1,
-            "logger": False,
+            **({"logger": False} if pinned else {}),
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "default_root_dir": str(tmp_path / "run"),
             "callbacks": [
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
+                    "init_args": checkpoint,
                 }
             ],
             **trainer,
@@ -126,3 +132,158 @@ def test_unknown_domain_is_one_clear_line(capsys):
     assert main(["sample-data", "atlantis", "--out", "x"]) == 1
     err = capsys.readouterr().err
     assert "unknown domain 'atlantis'" in err and "domainvlm domains" in err
+
+
+# -- run directory ---------------------------------------------------------------------------
+def test_every_output_follows_the_run_directory(toy_plugin, tmp_path):
+    """Two runs of one config with different run directories keep their own checkpoints and logs."""
+    root = toy_plugin.write_sample(tmp_path / "data")
+    config = toy_config(tmp_path, root, pinned=False, log_every_n_steps=1)
+    for run, steps in (("a", 2), ("b", 3)):
+        run_dir = tmp_path / run
+        args = ["--trainer.default_root_dir", str(run_dir), "--trainer.max_steps", str(steps)]
+        assert main(["fit", "--config", str(config), *args]) == 0
+    for run, steps in (("a", 2), ("b", 3)):
+        files = {p.relative_to(tmp_path / run).as_posix() for p in (tmp_path / run).rglob("*.*")}
+        assert files == {
+            "checkpoints/last.ckpt",
+            "logs/version_0/config.yaml",
+            "logs/version_0/hparams.yaml",
+            "logs/version_0/metrics.csv",
+        }
+        last = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["global_step"] == steps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "data", "site", "toy.yaml"]
+
+
+# -- resume never unpickles ------------------------------------------------------------------
+class RunsCodeWhenUnpickled:
+    """Unpickling this creates ``marker``: what a hostile checkpoint could do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize(("command", "ckpt_path"), [("fit", "last"), ("test", "hostile.ckpt")])
+def test_ckpt_path_is_loaded_weights_only(
+    toy_plugin, tmp_path, monkeypatch, capsys, command, ckpt_path
+):
+    """`last` is found by Lightning itself and loaded by the strategy: both paths must refuse."""
+    # torch 2.4/2.5 (allowed by pyproject.toml) default to weights_only=False; this env var makes
+    # the installed torch behave the same way.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.chdir(tmp_path)
+    root = toy_plugin.write_sample(tmp_path / "data")
+    marker = tmp_path / "code_ran"
+    hostile = tmp_path / ("ckpt/last.ckpt" if ckpt_path == "last" else ckpt_path)
+    hostile.parent.mkdir(exist_ok=True)
+    torch.save({"state_dict": {}, "payload": RunsCodeWhenUnpickled(marker)}, hostile)
+    config = toy_config(tmp_path, root)
+    assert main([command, "--config", str(config), "--ckpt_path", ckpt_path]) == 1
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists()
+    assert hostile.name in err and "refused: only weights_only=True checkpoints" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_weights_only_cannot_be_switched_off(toy_plugin, tmp_path, capsys):
+    config = toy_config(tmp_path, tmp_path)
+    assert main(["fit", "--config", str(config), "--weights_only", "false"]) == 1
+    assert "weights_only" in capsys.readouterr().err
+
+
+# -- errors: the user's vs bugs --------------------------------------------------------------
+def _failing_run(exc: Exception):
+    def run(args) -> int:
+        raise exc
+
+    return run
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), OSError("a bug"), KeyError("a bug")])
+def test_a_bug_shows_its_traceback(monkeypatch, exc):
+    import domainvlm.core.commands.domains as command
+
+    monkeypatch.setattr(command, "run", _failing_run(exc))
+    with pytest.raises(type(exc), match="a bug"):
+        main(["domains"])
+
+
+def test_project_errors_are_one_line(monkeypatch, capsys):
+    import domainvlm.core.commands.domains as command
+    from domainvlm.core.errors import DataRootError
+    from domainvlm.retrieval_db import KnowledgeBaseError
+
+    for exc in (DataRootError("data root 'x' is missing"), KnowledgeBaseError("kb 'y' is bad")):
+        monkeypatch.setattr(command, "run", _failing_run(exc))
+        assert main(["domains"]) == 1
+        assert capsys.readouterr().err == f"domainvlm: error: {exc}\n"
+
+
+def test_every_domain_error_is_a_domainvlm_error():
+    """The CLI shows only DomainVLMError subclasses as user errors: the domains' must be ones."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import domainvlm.domains
+    from domainvlm.core.errors import DomainVLMError
+
+    modules = [
+        info.name
+        for info in pkgutil.walk_packages(domainvlm.domains.__path__, "domainvlm.domains.")
+    ]
+    errors = [
+        obj
+        for name in modules
+        for _, obj in inspect.getmembers(importlib.import_module(name), inspect.isclass)
+        if issubclass(obj, Exception)
+        and not issubclass(obj, Warning)
+        and obj.__module__.startswith("domainvlm.")
+    ]
+    assert errors
+    assert [e.__qualname__ for e in errors if not issubclass(e, DomainVLMError)] == []
+
+
+# -- arguments reach Lightning without faking sys.argv ---------------------------------------
+def test_lightning_sees_the_process_own_argv(toy_plugin, tmp_path, monkeypatch):
+    """Lightning's DDP launcher starts the other ranks by re-running sys.argv: it must stay real."""
+    from domainvlm.core.lightning_cli import DomainVLMCLI
+
+    seen = []
+    record = lambda self: seen.append(list(sys.argv))  # noqa: E731
+    monkeypatch.setattr(DomainVLMCLI, "before_fit", record, raising=False)
+    root = toy_plugin.write_sample(tmp_path / "data")
+    config = toy_config(tmp_path, root, max_steps=1)
+    assert main(["fit", "--config", str(config)]) == 0
+    assert seen == [sys.argv]
+
+
+# -- configs shipped in the package ----------------------------------------------------------
+def test_packaged_config_is_found_from_any_directory(tmp_path, monkeypatch, capsys):
+    from domainvlm.core.lightning_cli import PACKAGED_CONFIGS, resolve_config_paths
+
+    monkeypatch.chdir(tmp_path)
+    tiny = str(PACKAGED_CONFIGS / "remote_sensing" / "tiny.yaml")
+    assert resolve_config_paths(["fit", "--config", "remote_sensing/tiny.yaml"])[2] == tiny
+    assert resolve_config_paths(["fit", "--config=configs/remote_sensing/tiny.yaml"]) == [
+        "fit",
+        f"--config={tiny}",
+    ]
+    # a local file of the same name wins; unknown names are left for the parser to report
+    (tmp_path / "remote_sensing").mkdir()
+    (tmp_path / "remote_sensing" / "tiny.yaml").write_text("seed_everything: 1\n")
+    assert resolve_config_paths(["fit", "-c", "remote_sensing/tiny.yaml", "-c", "../x.yaml"]) == [
+        "fit",
+        "-c",
+        "remote_sensing/tiny.yaml",
+        "-c",
+        "../x.yaml",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "medical/tiny_vqa.yaml", "--print_config"])
+    assert exit_info.value.code == 0
+    assert "M3AEVQASystem" in capsys.readouterr().out
