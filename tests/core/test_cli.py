@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import csv
 import json
+import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,6 +13,8 @@ import torch
 import yaml
 from domainvlm.core.checkpoint import load_system
 from domainvlm.core.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def toy_config(tmp_path: Path, root: Path, pinned: bool = True, **trainer) -> Path:
@@ -287,3 +293,51 @@ def test_packaged_config_is_found_from_any_directory(tmp_path, monkeypatch, caps
         main(["fit", "--config", "medical/tiny_vqa.yaml", "--print_config"])
     assert exit_info.value.code == 0
     assert "M3AEVQASystem" in capsys.readouterr().out
+
+
+# -- multi-process training through the real command ------------------------------------------
+def _ddp_run(toy_plugin, tmp_path: Path, launcher: list[str], ddp_args: list[str]) -> Path:
+    """Two CPU processes fit one epoch of the toy config; returns the run directory."""
+    script = Path(sys.executable).parent / "domainvlm"
+    if not script.is_file():
+        pytest.skip(f"the console script is not installed beside {sys.executable}")
+    root = toy_plugin.write_sample(tmp_path / "data")
+    config = toy_config(
+        tmp_path, root, pinned=False, max_steps=-1, max_epochs=1, log_every_n_steps=1
+    )
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),  # the toy system lives in the test tree
+        "OMP_NUM_THREADS": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+    }
+    command = [*launcher, str(script), "fit", "--config", str(config), *ddp_args]
+    # Run from another directory: Lightning starts rank 1 by re-running sys.argv from here.
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
+def _assert_trained_on_two_ranks(run_dir: Path) -> None:
+    # 24 training samples, batch 6: one process takes 4 steps an epoch, each of two ranks 2.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2
+    with open(run_dir / "logs" / "version_0" / "metrics.csv") as handle:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row["train/loss"]]
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+
+
+@pytest.mark.slow
+def test_ddp_fit_through_the_console_script(toy_plugin, tmp_path):
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    _assert_trained_on_two_ranks(_ddp_run(toy_plugin, tmp_path, [], ddp))
+
+
+@pytest.mark.slow
+def test_ddp_fit_under_torchrun(toy_plugin, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    launcher = [*torchrun, "--nproc_per_node", "2"]
+    _assert_trained_on_two_ranks(_ddp_run(toy_plugin, tmp_path, launcher, ddp))
