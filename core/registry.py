@@ -25,6 +25,11 @@ class ZeroShotData:
     labels: list[int]
     classnames: list[str]
     templates: list[str]
+    groups: list[str] | None = None
+    """Group of each sample (a surgical video): accuracy and macro-F1 are then also computed per
+    group and averaged over groups, as video protocols require."""
+    protocol: str | None = None
+    """How the set is read and scored, named in the output (published protocols differ)."""
 
 
 @dataclass
@@ -35,6 +40,33 @@ class RetrievalData:
     captions: list[str]
     image_index: list[int]
     languages: list[str]
+
+
+@dataclass
+class VQAData:
+    """Questions about images for ``domainvlm eval vqa``: question i asks about paths[i]."""
+
+    paths: list[Path]
+    questions: list[str]
+    answers: list[str]
+    """Reference answers, normalised the way the domain's systems answer (compared as equal)."""
+    answer_types: list[str]
+    """Each question's type (medical: open or closed); accuracy is reported per type too."""
+    majority_answer: str
+    """The most frequent training answer: always giving it is the baseline to beat."""
+
+
+@dataclass(frozen=True)
+class DomainEvaluation:
+    """A domain's own ``domainvlm eval <name>`` task (e.g. comics closure), beside zeroshot and
+    retrieval: core adds the shared options (--checkpoint, --data, --split, --out, --table, ...),
+    ``add_arguments(parser)`` adds the task's own, ``run(args)`` returns the JSON result and
+    ``format_table(result)`` renders it for --table."""
+
+    help: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], dict]
+    format_table: Callable[[dict], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +95,14 @@ class DomainPlugin:
     """``retrieval_data(root, split)``: captioned images of a dataset root."""
     templates: Callable[[str], list[str]] | None = None
     """``templates(lang)``: the domain's zero-shot prompt templates (``{}`` is the class name)."""
+    vqa_data: Callable[[Path, str], VQAData] | None = None
+    """``vqa_data(root, split)``: questions with their answers, for ``domainvlm eval vqa``."""
+    answer_questions: Callable[[Any, list[Path], list[str], int], list[str]] | None = None
+    """``answer_questions(system, paths, questions, batch_size)``: a trained system's answers,
+    normalised as ``VQAData.answers``; a DomainVLMError when the system does not answer."""
     languages: tuple[str, ...] = ("en",)
+    evaluations: dict[str, DomainEvaluation] = field(default_factory=dict)
+    """Name → extra ``domainvlm eval`` task of this domain."""
 
     def configs(self) -> list[Path]:
         return sorted(self.configs_dir.glob("*.yaml")) if self.configs_dir.is_dir() else []

@@ -2,16 +2,20 @@
 
     domainvlm eval zeroshot --checkpoint C --data D [--lang xx|all] [--confusion-matrix cm.png]
     domainvlm eval retrieval --checkpoint C --data D [--table] [--rerank N] [--grid grid.png]
+    domainvlm eval vqa --checkpoint C --data D [--table]
     domainvlm eval zeroshot --config configs/remote_sensing/eval/remoteclip.yaml --data D
 
-An eval config is a YAML file of these options (checkpoint, domain, lang, templates, ...); flags
-given after --config override it.
+An eval config is a YAML file of these options (checkpoint, domain, lang, templates, ...), keys
+spelt as in Python (batch_size); jsonargparse reads it as it reads fit configs, checking types and
+refusing unknown keys. Flags given after --config override it.
 
 --data is a domain dataset root (sample data or your copy of the real dataset; its held-out split
 is used) when the domain is known from --domain or from the checkpoint's system. Otherwise, for
 zeroshot it is a class-folder dataset (<root>/<class>/<images>, or <root>/<split>/<class>/...),
 and for retrieval a JSONL file with one {"image": ..., "caption": ..., "lang": ...} per line
-(image paths relative to the file). Prints one JSON object; --out also writes it to a file.
+(image paths relative to the file). vqa needs a domain whose plugin answers questions (its
+vqa_data and answer_questions hooks; medical: VQA-RAD or SLAKE roots and the sample) and a
+checkpoint of a system that answers. Prints one JSON object; --out also writes it to a file.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domainvlm.core.commands import add_device_argument
+from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
+from domainvlm.core.commands.config_file import LoadConfig
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.files import atomic_write_json, resolve_within
 from domainvlm.core.registry import (
@@ -55,7 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     zeroshot = tasks.add_parser("zeroshot", help="top-1/top-5 accuracy, mean per-class recall")
     retrieval = tasks.add_parser("retrieval", help="image/text recall@1,5,10 and their mean (mR)")
-    for task in (zeroshot, retrieval):
+    vqa = tasks.add_parser(
+        "vqa", help="question answering accuracy, overall and per answer type, beside the majority"
+    )
+    for task in (zeroshot, retrieval, vqa):
         task.add_argument(
             "--config", action=LoadConfig, help="YAML file of these options (flags after it win)"
         )
@@ -65,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         task.add_argument("--split", default="test", help="split of a domain dataset root")
         task.add_argument("--batch-size", type=int, default=32)
         add_device_argument(task)
+        add_input_arguments(task)
         task.add_argument("--out", type=Path, help="also write the JSON result to this file")
         task.add_argument(
             "--table", action="store_true", help="print a per-language table instead of JSON"
@@ -96,48 +105,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read --data as class folders even for a domain",
     )
     zeroshot.add_argument("--confusion-matrix", type=Path, help="write a confusion-matrix PNG")
+    add_domain_evaluations(tasks)
 
 
-class LoadConfig(argparse.Action):
-    """``--config FILE``: set options from a YAML mapping, as if given on the command line."""
-
-    def __call__(self, parser, namespace, value, option_string=None) -> None:
-        import yaml
-
-        path = Path(value)
-        try:
-            options = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            parser.error(f"cannot read eval config {str(path)!r}: {exc}")
-        if not isinstance(options, dict):
-            parser.error(f"eval config {str(path)!r} must be a mapping of option: value")
-        known = {action.dest for action in parser._actions}
-        for key, option in options.items():
-            dest = key.replace("-", "_")
-            if dest not in known or dest == "config":
-                parser.error(f"eval config {str(path)!r}: unknown option {key!r}")
-            setattr(namespace, dest, option)
+def add_domain_evaluations(tasks: argparse._SubParsersAction) -> None:
+    """Each installed domain's own eval tasks (``DomainPlugin.evaluations``), with the shared
+    options; a name already taken is left to its first owner."""
+    for plugin in load_domains().values():
+        for name, evaluation in plugin.evaluations.items():
+            if name in tasks.choices:
+                continue
+            task = tasks.add_parser(name, help=f"{evaluation.help} ({plugin.name})")
+            task.add_argument("--config", action=LoadConfig, help="YAML file of these options")
+            task.add_argument("--checkpoint", help="checkpoint (required)")
+            task.add_argument("--data", type=Path, help="dataset root (required)")
+            task.add_argument("--split", default="test", help="split of the dataset")
+            task.add_argument("--batch-size", type=int, default=32)
+            add_device_argument(task)
+            task.add_argument("--out", type=Path, help="also write the JSON result to this file")
+            task.add_argument("--table", action="store_true", help="print a table instead of JSON")
+            evaluation.add_arguments(task)
+            task.set_defaults(domain_evaluation=(plugin.name, name))
 
 
 def run(args: argparse.Namespace) -> int:
-    from domainvlm.core.encoder_loader import load_encoder_and_system
-
     for required in ("checkpoint", "data"):
         if not getattr(args, required):
             raise EvaluationDataError(f"eval {args.task} needs --{required} (or it in --config)")
     args.data = Path(args.data)
+    if getattr(args, "domain_evaluation", None):
+        return run_domain_evaluation(args)
 
-    encoder, system = load_encoder_and_system(args.checkpoint, args.device)
-    plugin = resolve_domain(args.domain, type(system).__module__ if system is not None else None)
-    if args.task == "zeroshot" and args.lang == "all":
-        result = evaluate_zeroshot_all_languages(args, encoder, plugin)
-    elif args.task == "zeroshot":
-        result = evaluate_zeroshot(args, encoder, plugin)
-    else:
-        result = evaluate_retrieval(args, encoder, plugin)
+    result = evaluate_vqa_checkpoint(args) if args.task == "vqa" else evaluate_encoder(args)
     if args.out:
         atomic_write_json(args.out, result)
     print(format_table(result) if args.table else json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def evaluate_encoder(args: argparse.Namespace) -> dict:
+    """Zero-shot classification or retrieval with the checkpoint's (or spec's) encoder."""
+    from domainvlm.core.encoder_loader import load_encoder_and_system
+
+    encoder, system = load_encoder_and_system(args.checkpoint, args.device, input_adjustment(args))
+    plugin = resolve_domain(args.domain, type(system).__module__ if system is not None else None)
+    if args.task == "zeroshot" and args.lang == "all":
+        return evaluate_zeroshot_all_languages(args, encoder, plugin)
+    if args.task == "zeroshot":
+        return evaluate_zeroshot(args, encoder, plugin)
+    return evaluate_retrieval(args, encoder, plugin)
+
+
+def evaluate_vqa_checkpoint(args: argparse.Namespace) -> dict:
+    """A trained system's answers, asked and scored through its domain's VQA hooks."""
+    from domainvlm.core.checkpoint import load_system
+    from domainvlm.core.encoder_loader import resolve_device
+    from domainvlm.core.vqa import evaluate_vqa
+
+    if input_adjustment(args) is not None:
+        raise EvaluationDataError("--bands/--rescale apply to zeroshot and retrieval, not vqa")
+    system = load_system(args.checkpoint).to(resolve_device(args.device))
+    plugin = resolve_domain(args.domain, type(system).__module__)
+    return evaluate_vqa(system, plugin, args.data, args.split, args.batch_size)
+
+
+def run_domain_evaluation(args: argparse.Namespace) -> int:
+    domain, name = args.domain_evaluation
+    evaluation = get_domain(domain).evaluations[name]
+    result = evaluation.run(args)
+    if args.out:
+        atomic_write_json(args.out, result)
+    table = args.table and evaluation.format_table is not None
+    print(evaluation.format_table(result) if table else json.dumps(result, ensure_ascii=False))
     return 0
 
 
@@ -158,6 +197,10 @@ def evaluate_zeroshot_all_languages(
 
 def format_table(result: dict) -> str:
     """Rows of languages (or one row), columns of metrics, as a fixed-width text table."""
+    if result["task"] == "vqa":
+        from domainvlm.core.vqa import format_vqa_table
+
+        return format_vqa_table(result)
     rows = result.get("per_language") or {result.get("lang", "all"): result}
     if "per_language" in result and result["task"] == "retrieval":
         rows = {"all": result, **result["per_language"]}
@@ -207,7 +250,7 @@ def _package_of(module: str) -> str:
 def evaluate_zeroshot(
     args: argparse.Namespace, encoder: Encoder, plugin: DomainPlugin | None
 ) -> dict:
-    from domainvlm.core.metrics import confusion_matrix, zeroshot_metrics
+    from domainvlm.core.metrics import confusion_matrix, grouped_metrics, zeroshot_metrics
     from domainvlm.core.plots import confusion_matrix_png
     from domainvlm.core.zeroshot import ZeroShotClassifier, load_templates
 
@@ -227,6 +270,10 @@ def evaluate_zeroshot(
     classifier = ZeroShotClassifier(encoder, batch_size=args.batch_size)
     logits = classifier.logits(data.paths, data.classnames, data.templates)
     result = {"task": "zeroshot", "lang": args.lang, **zeroshot_metrics(logits, data.labels)}
+    if data.groups is not None:
+        result |= grouped_metrics(logits.argmax(dim=1), data.labels, data.groups)
+    if data.protocol:
+        result["protocol"] = data.protocol
     if args.confusion_matrix:
         matrix = confusion_matrix(logits.argmax(dim=1), data.labels, len(data.classnames))
         result["confusion_matrix"] = str(

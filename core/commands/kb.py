@@ -8,8 +8,10 @@
     domainvlm kb info DIR
 
 A JSONL line holds "text" or "image" (a path relative to the file) plus any metadata. The knowledge
-base records which encoder made its vectors; `kb search` rebuilds that encoder from the manifest
-unless --checkpoint is given, and refuses a different encoder unless --allow-encoder-mismatch.
+base records which encoder made its vectors (the hash of its weights and preprocessing, plus the
+spec it was loaded from as provenance); `kb search` rebuilds that encoder from the recorded spec
+unless --checkpoint is given, accepts any copy of the same weights, and refuses a different encoder
+unless --allow-encoder-mismatch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domainvlm.core.commands import add_device_argument
+from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.files import resolve_within
 from domainvlm.core.registry import get_domain
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--out", required=True, type=Path, help="knowledge-base directory")
     build.add_argument("--batch-size", type=int, default=64)
     add_device_argument(build)
+    add_input_arguments(build)
     build.add_argument("--index-factory", help="force a FAISS factory string (default: by size)")
 
     search = actions.add_parser("search", help="print the best matches as JSON lines")
@@ -93,8 +96,8 @@ def build(args: argparse.Namespace) -> int:
     if args.data is not None and not args.domain:
         raise KnowledgeBaseCommandError("--data names a domain's dataset: use it with --domain")
     records = domain_records(args.domain, args.data) if args.domain else read_jsonl(args.jsonl)
-    encoder = load_encoder(args.checkpoint, args.device)
-    vectors = embed_records(encoder, records, args.jsonl, args.batch_size)
+    encoder = load_encoder(args.checkpoint, args.device, input_adjustment(args))
+    vectors = embed_records(encoder, records, args.jsonl, args.batch_size, args.data)
     knowledge_base = KnowledgeBase.from_vectors(
         vectors, records, encoder=encoder.identity(), index_factory=args.index_factory
     )
@@ -156,9 +159,16 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def embed_records(
-    encoder: Encoder, records: list[dict], jsonl: Path | None, batch_size: int
+    encoder: Encoder,
+    records: list[dict],
+    jsonl: Path | None,
+    batch_size: int,
+    data: Path | None = None,
 ) -> np.ndarray:
-    """Texts and images embedded in their own batches, returned in record order."""
+    """Texts and images embedded in their own batches, returned in record order.
+
+    Image paths are relative to the JSONL file, or to the dataset root ``data`` for domain records.
+    """
     import numpy as np
     from domainvlm.core.retrieval import embed_images, embed_texts
 
@@ -172,11 +182,13 @@ def embed_records(
         for i, row in zip(texts, embedded.numpy()):
             vectors[i] = row
     if images:
-        base = jsonl.parent if jsonl is not None else Path.cwd()
+        base = jsonl.parent if jsonl is not None else data if data is not None else Path.cwd()
         try:
             paths = [resolve_within(base, records[i]["image"]) for i in images]
         except (TypeError, ValueError) as exc:
-            raise KnowledgeBaseCommandError(f"bad image path in {str(jsonl)!r}: {exc}") from exc
+            raise KnowledgeBaseCommandError(
+                f"bad image path in {str(jsonl or data)!r}: {exc}"
+            ) from exc
         for i, row in zip(images, embed_images(encoder, paths, batch_size).numpy()):
             vectors[i] = row
     return np.stack(vectors)
@@ -216,7 +228,9 @@ def manifest_encoder(manifest: Manifest, device: str = "cpu") -> Encoder:
         return load_encoder(name, device)
     except (DomainVLMError, ValueError, OSError) as exc:
         raise KnowledgeBaseCommandError(
-            f"cannot rebuild the knowledge base's encoder {name!r} here ({exc}); pass --checkpoint"
+            f"cannot rebuild the knowledge base's encoder {name!r} here ({exc}); pass "
+            "--checkpoint: any copy of the same weights is accepted (sha256 "
+            f"{manifest.encoder['sha256'][:12]}…)"
         ) from exc
 
 

@@ -1,0 +1,165 @@
+"""CoMix's unified COCO files (DCM, eBDtheque, PopManga, Comics100 in one format).
+
+``<root>/annotations/*.json`` are COCO detection files whose ``images[].file_name`` is
+``<book>/<page file>`` under ``<root>/images/``; categories are panel 1, character 2, balloon 3,
+text 4, onomatopoeia 5, link_sbsc 6 (speaker link), face 7. Boxes are COCO ``[x, y, w, h]``.
+Optional fields this reader uses: ``text`` (transcription) on text/balloon annotations,
+``character`` (an identity shared across pages) on character/face annotations, and on link_sbsc
+annotations ``text_id`` / ``character_id`` (annotation ids of the text and the speaking character,
+as CoMix's XML ``<link_sbsc text_id character_id>``). Western books read left to right.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from domainvlm.core.files import resolve_within
+from domainvlm.domains.comics.pages import (
+    BadInput,
+    Book,
+    CharacterBox,
+    ComicsDataError,
+    Direction,
+    Page,
+    TextBox,
+    assemble_panels,
+    check_box,
+)
+
+CATEGORIES = {
+    1: "panel",
+    2: "character",
+    3: "balloon",
+    4: "text",
+    5: "onomatopoeia",
+    6: "link_sbsc",
+    7: "face",
+}
+
+
+def coco_files(root: Path) -> list[Path]:
+    folder = root / "annotations" if (root / "annotations").is_dir() else root
+    return sorted(folder.glob("*.json"))
+
+
+def is_comix_root(root: Path) -> bool:
+    return (root / "images").is_dir() and bool(coco_files(root))
+
+
+def read_comix(
+    root: str | Path,
+    direction: Direction = "ltr",
+    directions: dict[str, Direction] | None = None,
+    skip_bad: BadInput | None = None,
+) -> list[Book]:
+    """Books of every COCO file under ``root``, pages in file-name order, panels in reading order."""
+    root = Path(root)
+    bad = skip_bad or BadInput()
+    books: dict[str, Book] = {}
+    for path in coco_files(root):
+        for book in _read_coco(root, path, direction, directions or {}, bad):
+            if book.title in books:
+                books[book.title].pages.extend(book.pages)
+            else:
+                books[book.title] = book
+    for book in books.values():
+        book.pages.sort(key=lambda page: (page.index, str(page.image)))
+    return list(books.values())
+
+
+def _load(path: Path) -> dict:
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ComicsDataError(path, f"not a readable COCO JSON file: {exc}") from exc
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise ComicsDataError(path, "not COCO: expected an object with 'images' and 'annotations'")
+    return coco
+
+
+def _read_coco(
+    root: Path, path: Path, direction: Direction, directions: dict[str, Direction], bad: BadInput
+) -> list[Book]:
+    coco = _load(path)
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for annotation in coco.get("annotations", []):
+        by_image[annotation.get("image_id")].append(annotation)
+    books: dict[str, Book] = {}
+    for position, image in enumerate(coco["images"]):
+        file_name = str(image.get("file_name", ""))
+        title = file_name.rsplit("/", 1)[0] if "/" in file_name else path.stem
+        book_direction = directions.get(title, direction)
+        book = books.setdefault(title, Book(title, book_direction, source="comix"))
+        try:
+            page = _read_page(root, path, image, position, by_image[image.get("id")], book)
+        except ComicsDataError as error:
+            bad.report(error)
+            continue
+        book.pages.append(page)
+    return list(books.values())
+
+
+def _read_page(
+    root: Path, path: Path, image: dict, position: int, annotations: list[dict], book: Book
+) -> Page:
+    file_name = str(image.get("file_name", ""))
+    try:
+        width, height = int(image["width"]), int(image["height"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ComicsDataError(path, f"image id {image.get('id')!r} lacks width/height") from exc
+    try:
+        page_path = resolve_within(root / "images", file_name)
+    except ValueError as exc:
+        raise ComicsDataError(path, f"image id {image.get('id')!r}: {exc}") from exc
+    if not page_path.is_file():
+        raise ComicsDataError(
+            path, f"image id {image.get('id')!r}: page image {page_path} is missing"
+        )
+    frames, texts, people = [], [], []
+    boxes: dict[int, TextBox | CharacterBox] = {}
+    links = []
+    for annotation in annotations:
+        category = CATEGORIES.get(annotation.get("category_id"))
+        what = f"annotation id {annotation.get('id')!r} ({category}) on {file_name}"
+        if category == "link_sbsc":
+            links.append((annotation, what))
+            continue
+        try:
+            x, y, w, h = (float(v) for v in annotation["bbox"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ComicsDataError(path, f"{what} has no [x, y, w, h] bbox") from exc
+        box = check_box((x, y, x + w, y + h), width, height, path, what)
+        if category == "panel":
+            frames.append(box)
+        elif category in ("text", "balloon", "onomatopoeia"):
+            kind = "onomatopoeia" if category == "onomatopoeia" else "dialogue"
+            item = TextBox(
+                box, str(annotation.get("text", "")).strip(), str(annotation.get("id")), kind=kind
+            )
+            texts.append(item)
+            boxes[annotation.get("id")] = item
+        elif category in ("character", "face"):
+            identity = str(annotation.get("character", annotation.get("id")))
+            book.characters.setdefault(identity, identity)
+            part = "face" if category == "face" else "body"
+            item = CharacterBox(box, identity, str(annotation.get("id")), part)
+            people.append(item)
+            boxes[annotation.get("id")] = item
+    for annotation, what in links:
+        text, speaker = (
+            boxes.get(annotation.get("text_id")),
+            boxes.get(annotation.get("character_id")),
+        )
+        if not isinstance(text, TextBox) or not isinstance(speaker, CharacterBox):
+            raise ComicsDataError(
+                path,
+                f"{what} links text {annotation.get('text_id')!r} to character "
+                f"{annotation.get('character_id')!r}, but one of them is no text or character "
+                "annotation of this page",
+            )
+        text.speaker = speaker.character
+    panels = assemble_panels(frames, texts, people, book.direction)
+    index = int(image.get("page_index", position))
+    return Page(image=page_path, index=index, width=width, height=height, panels=panels)

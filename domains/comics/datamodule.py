@@ -1,0 +1,221 @@
+"""Panel sequences cut from page images, for the panel↔text, character and closure objectives.
+
+An item is a window of consecutive panels of one book in reading order (the context plus the
+panel after it), each panel cropped from its page through its box with the texts inside it; other
+panels of the same book as negatives for the self-supervised closure objective (no cloze labels:
+the true next panel against its own book's panels); and character crops with their book-level
+identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
+character in view.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from domainvlm.core.datamodule import BaseDataModule
+from domainvlm.core.transforms import ImageTransform
+from domainvlm.domains.comics.books import load_books
+from domainvlm.domains.comics.pages import (
+    BadInput,
+    Book,
+    Direction,
+    Page,
+    Panel,
+    crop_address,
+    read_crop,
+)
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.25, 0.25, 0.25)
+
+
+def squash(array: np.ndarray, size: int) -> np.ndarray:
+    """Resize to ``size``×``size`` ignoring aspect (a panel's content stays whole)."""
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(array[:, :, :3])).resize((size, size), Image.BILINEAR)
+    )
+
+
+def panel_tensor(address: str | Path, transform: ImageTransform) -> Tensor:
+    """A page, panel or character crop (``page.jpg#xywh=...``) as a model input."""
+    return transform(squash(read_crop(address), transform.settings["size"]))
+
+
+def panel_address(page: Page, panel: Panel) -> str:
+    return crop_address(page.image, panel.box)
+
+
+class PanelSequenceDataset(Dataset):
+    """Windows of ``context + 1`` consecutive panels with negatives and character crops."""
+
+    def __init__(
+        self,
+        books: list[Book],
+        transform: ImageTransform,
+        context: int = 3,
+        negatives: int = 3,
+        character_crops: int = 2,
+        train: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.books = [book for book in books if len(book.panels()) > context]
+        self.panels = [book.panels() for book in self.books]
+        self.windows = [
+            (b, t) for b, panels in enumerate(self.panels) for t in range(context, len(panels))
+        ]
+        self.transform = transform
+        self.context = context
+        self.negatives = negatives
+        self.character_crops = character_crops
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _load(self, page: Page, panel: Panel) -> Tensor:
+        return panel_tensor(panel_address(page, panel), self.transform)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        book_index, t = self.windows[index]
+        rng = random.Random(hash((self.seed, self.epoch if self.train else 0, index)))
+        panels = self.panels[book_index]
+        window = panels[t - self.context : t + 1]
+        target = (
+            self.context
+            if not self.train or rng.random() < 0.6
+            else rng.randrange(1, self.context + 1)
+        )
+        outside = [i for i in range(len(panels)) if not t - self.context <= i <= t]
+        pool = (
+            outside
+            if len(outside) >= self.negatives
+            else [i for i in range(len(panels)) if i != t - self.context + target]
+        )
+        negatives = [panels[i] for i in rng.sample(pool, min(self.negatives, len(pool)))]
+        while len(negatives) < self.negatives:
+            negatives.append(negatives[-1] if negatives else window[0])
+        target_texts = [text.text for text in window[target][1].texts if text.text]
+        book = self.books[book_index]
+        crops, identities = self._characters(book, window, rng)
+        return {
+            "panels": torch.stack([self._load(page, panel) for page, panel in window]),
+            "texts": [panel.dialogue for _, panel in window],
+            "panel_ids": [f"{book.title}/{page.index}/{panel.box}" for page, panel in window],
+            "target": target,
+            "negatives": torch.stack([self._load(page, panel) for page, panel in negatives]),
+            "negative_texts": [panel.dialogue for _, panel in negatives],
+            "reordered_text": " ".join(target_texts[::-1]),
+            "has_order": len(target_texts) >= 2 and target_texts[0] != target_texts[-1],
+            "characters": crops,
+            "character_ids": identities,
+        }
+
+    def _characters(self, book: Book, window: list, rng: random.Random) -> tuple[Tensor, Tensor]:
+        """Body crops (faces when a panel has no body box) with ids unique across books."""
+        found = [
+            (page, person)
+            for page, panel in window
+            for person in panel.characters
+            if person.part == "body" or not any(p.part == "body" for p in panel.characters)
+        ]
+        chosen = rng.sample(found, min(self.character_crops, len(found)))
+        crops = [
+            panel_tensor(crop_address(page.image, person.box), self.transform)
+            for page, person in chosen
+        ]
+        ids = [
+            zlib.crc32(f"{book.title}\0{person.character}".encode()) & 0x7FFFFFFF
+            for _, person in chosen
+        ]
+        size = self.transform.settings["size"]
+        while len(crops) < self.character_crops:
+            crops.append(torch.zeros(3, size, size))
+            ids.append(-1)
+        return torch.stack(crops), torch.tensor(ids, dtype=torch.long)
+
+
+class ComicsDataModule(BaseDataModule):
+    domain = "comics"
+    dataset_hint = "Manga109, CoMix or COMICS"
+
+    def __init__(
+        self,
+        root: str = "data/samples/comics",
+        image_size: int = 64,
+        context: int = 3,
+        negatives: int = 3,
+        character_crops: int = 2,
+        directions: dict[str, Direction] | None = None,
+        skip_bad_pages: bool = False,
+        train_scale: tuple[float, float] = (0.8, 1.0),
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            root: dataset root (the sample, Manga109, CoMix or COMICS; see ``books.load_books``).
+            image_size: side of the square panel and character crops.
+            context: panels before the one to predict (COMICS uses 3).
+            negatives: other panels of the same book scored against the true next panel.
+            character_crops: character crops per window for the identity loss.
+            directions: reading direction per book title (``ltr``/``rtl``), overriding the
+                format's default (Manga109 right to left, CoMix and COMICS left to right).
+            skip_bad_pages: skip pages with bad annotations or missing images, with a counted
+                warning, instead of stopping at the first.
+            train_scale: area range of the training random crop (no flips: they would reverse the
+                reading order).
+        """
+        super().__init__(root=root, **kwargs)
+        self.image_size = image_size
+        self.context = context
+        self.negatives = negatives
+        self.character_crops = character_crops
+        self.directions = dict(directions or {})
+        self.skip_bad_pages = skip_bad_pages
+        self.train_scale = tuple(train_scale)
+
+    def transform(self, train: bool) -> ImageTransform:
+        return ImageTransform(
+            self.image_size,
+            MEAN,
+            STD,
+            train=train,
+            scale=self.train_scale,
+            hflip=False,
+            seed=self.seed,
+        )
+
+    def preprocessing(self) -> dict:
+        return {
+            "image_size": self.image_size,
+            "mean": list(MEAN),
+            "std": list(STD),
+            "context": self.context,
+        }
+
+    def build_dataset(self, split: str) -> Dataset:
+        books = load_books(
+            self.root, split, self.directions, skip_bad=BadInput(self.skip_bad_pages)
+        )
+        train = split == "train"
+        return PanelSequenceDataset(
+            books,
+            self.transform(train),
+            self.context,
+            self.negatives,
+            self.character_crops,
+            train=train,
+            seed=self.seed,
+        )

@@ -1,0 +1,60 @@
+"""The comics system: losses on a real batch, the encoder on page crops, the one score API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.datamodule import collate
+from domainvlm.domains.comics.closure_data import ClosureInstance
+from domainvlm.domains.comics.comics_folds import read_fold
+from domainvlm.domains.comics.datamodule import ComicsDataModule
+from domainvlm.domains.comics.system import ComicsCLIP
+
+
+def test_batch_and_losses(sample_root: Path) -> None:
+    torch.manual_seed(0)
+    data = ComicsDataModule(root=str(sample_root), batch_size=4)
+    dataset = data.dataset("train")
+    item = dataset[0]
+    assert item["panels"].shape == (4, 3, 64, 64) and item["negatives"].shape == (3, 3, 64, 64)
+    assert item["characters"].shape == (2, 3, 64, 64) and (item["character_ids"] >= 0).all()
+    assert len(item["texts"]) == 4 and all(item["texts"])
+    system = ComicsCLIP()
+    losses = system.compute_losses(collate([dataset[i] for i in range(4)]), "train")
+    assert {"clip", "character", "closure", "loss"} <= set(losses)
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert system.scorer.head.weight.grad is not None
+    assert system.model.visual.conv1.weight.grad.abs().sum() > 0
+
+
+def test_score_api_on_every_option_kind(checkpoint: Path, sample_root: Path) -> None:
+    system = load_system(checkpoint)
+    instance = read_fold(sample_root / "comics", "text_cloze", "test_easy")[0]
+    text_logits = system.score(
+        instance.context_images,
+        instance.options,
+        instance.context_texts,
+        target_image=instance.target_image,
+    )
+    assert text_logits.shape == (3,)
+    visual: ClosureInstance = read_fold(sample_root / "comics", "visual_cloze", "test_easy")[0]
+    image_logits = system.score(
+        [Path(p) for p in visual.context_images], [Path(p) for p in visual.options]
+    )
+    assert image_logits.shape == (3,)
+    # a tensor of options and a masked middle position
+    options = torch.stack([system.encoder().load_image(p) for p in visual.options])
+    filled = system.score(visual.context_images, options, mask_index=1)
+    assert filled.shape == (3,) and not torch.allclose(filled, image_logits)
+
+
+def test_encoder_reads_page_crops(checkpoint: Path, sample_root: Path) -> None:
+    encoder = load_system(checkpoint).encoder()
+    page = next((sample_root / "comix/images").rglob("*.jpg"))
+    whole = encoder.load_image(page)
+    crop = encoder.load_image(f"{page}#xywh=8,8,100,90")
+    assert whole.shape == crop.shape == (3, 64, 64)
+    assert not torch.allclose(whole, crop)
