@@ -83,7 +83,7 @@ demo-medical: env
 	$(DVLM) sample-data medical --out $(MED_DATA) --size demo
 	$(DVLM) fit --config configs/medical/tiny_pretrain.yaml --ckpt_path last
 	$(DVLM) fit --config configs/medical/tiny_vqa.yaml --ckpt_path last
-	$(PY) -m domainvlm.domains.medical.vqa_report --data $(MED_DATA) $(MED_RUNS)/tiny_vqa/checkpoints/last.ckpt
+	$(DVLM) eval vqa --checkpoint $(MED_RUNS)/tiny_vqa/checkpoints/last.ckpt --data $(MED_DATA) --table
 	$(DVLM) eval zeroshot --checkpoint $(MED_M3AE) --data $(MED_DATA) --table
 	$(DVLM) eval retrieval --checkpoint $(MED_M3AE) --data $(MED_DATA) --rerank 16 --table \
 		--grid $(MED_RUNS)/tiny_pretrain/retrieval_grid.png

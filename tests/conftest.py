@@ -21,3 +21,15 @@ def toy_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     yield register_plugin(tmp_path, monkeypatch, "toy", "tests.plugins.toy_domain:PLUGIN")
     load_domains.cache_clear()
+
+
+@pytest.fixture
+def colours_domain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """tests/plugins/colours.py installed as the ``colours`` domain, its hook log emptied."""
+    from domainvlm.core.registry import load_domains
+
+    from tests.plugins.colours import hook_calls
+
+    hook_calls.clear()
+    yield register_plugin(tmp_path, monkeypatch, "colours", "tests.plugins.colours:PLUGIN")
+    load_domains.cache_clear()

@@ -4,7 +4,12 @@ from pathlib import Path
 
 from domainvlm.core.registry import DomainPlugin
 from domainvlm.domains.medical.dicom import image_reader
-from domainvlm.domains.medical.evaluation_data import retrieval_data, zeroshot_data
+from domainvlm.domains.medical.evaluation_data import (
+    answer_questions,
+    retrieval_data,
+    vqa_data,
+    zeroshot_data,
+)
 from domainvlm.domains.medical.knowledge import report_records
 from domainvlm.domains.medical.sample import write_sample
 from domainvlm.domains.medical.templates import templates
@@ -25,5 +30,7 @@ PLUGIN = DomainPlugin(
     knowledge_from_data=report_records,
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
+    vqa_data=vqa_data,
+    answer_questions=answer_questions,
     templates=templates,
 )

@@ -1,4 +1,5 @@
-"""What ``domainvlm eval`` needs from a medical dataset root: organ-labelled and reported images.
+"""What ``domainvlm eval`` needs from a medical dataset root: organ-labelled and reported images,
+and questions for ``eval vqa`` with the hook that asks an ``M3AEVQASystem``.
 
 Zero-shot labels come from the VQA annotations, which name each image's region (VQA-RAD
 ``image_organ``, SLAKE ``location``), so the same code serves the offline sample, VQA-RAD and
@@ -7,13 +8,21 @@ SLAKE. Retrieval pairs each image with its report (or its caption), as the knowl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from domainvlm.core.errors import DataRootError
-from domainvlm.core.registry import RetrievalData, ZeroShotData
+from domainvlm.core.errors import CheckpointError, DataRootError
+from domainvlm.core.registry import RetrievalData, VQAData, ZeroShotData
 from domainvlm.domains.medical.knowledge import read_cases
 from domainvlm.domains.medical.templates import templates
-from domainvlm.domains.medical.text import VQAItem, detect_vqa_format, read_vqa_splits
+from domainvlm.domains.medical.text import (
+    VQAItem,
+    answer_vocabulary,
+    detect_vqa_format,
+    normalize_answer,
+    read_vqa_splits,
+)
 
 ORGAN_NAMES = {"CHEST": "chest", "HEAD": "brain", "ABD": "abdomen"}
 """VQA-RAD's image_organ values as class names (its HEAD images are brain CT and MRI)."""
@@ -48,6 +57,43 @@ def retrieval_data(root: Path, split: str = "test") -> RetrievalData:
         image_index=list(range(len(cases))),
         languages=[""] * len(cases),
     )
+
+
+def vqa_data(root: Path, split: str = "test") -> VQAData:
+    """The split's questions (VQA-RAD, SLAKE or the sample) with normalised answers; the majority
+    answer is the most frequent training answer, the first class of a fine-tuned head."""
+    splits = read_vqa_splits(root, detect_vqa_format(root))
+    if split not in splits:
+        raise DataRootError(f"{root}: no {split!r} split; it has {', '.join(splits)}")
+    items = splits[split]
+    return VQAData(
+        paths=[Path(item.image) for item in items],
+        questions=[item.question for item in items],
+        answers=[normalize_answer(item.answer) for item in items],
+        answer_types=[item.answer_type for item in items],
+        majority_answer=answer_vocabulary(splits["train"])[0],
+    )
+
+
+def answer_questions(
+    system: Any, paths: Sequence[Path], questions: Sequence[str], batch_size: int = 32
+) -> list[str]:
+    """An ``M3AEVQASystem``'s answers, each image read with its training preprocessing."""
+    import torch
+    from domainvlm.domains.medical.system import M3AEVQASystem
+
+    if not isinstance(system, M3AEVQASystem):
+        raise CheckpointError(
+            f"the checkpoint holds a {type(system).__name__}, not an M3AEVQASystem: eval vqa needs "
+            "a VQA fine-tuned checkpoint (e.g. from configs/medical/tiny_vqa.yaml)"
+        )
+    load_image = system.image_loader()
+    system.eval()
+    answers: list[str] = []
+    for start in range(0, len(paths), batch_size):
+        images = torch.stack([load_image(path) for path in paths[start : start + batch_size]])
+        answers += system.answer(images, questions[start : start + batch_size])
+    return answers
 
 
 def _image_labels(items: list[VQAItem], classnames: list[str], root: Path) -> dict[str, int]:

@@ -6,20 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from domainvlm.core.cli import main
-from domainvlm.core.registry import load_domains
 from PIL import Image
 
-from tests.helpers import colour_png, register_plugin, run_cli, save_checkpoint
+from tests.helpers import colour_png, run_cli, save_checkpoint
 from tests.plugins.colours import ColourSystem, hook_calls
 
 RED, GREEN, BLUE = (230, 20, 10), (20, 210, 40), (15, 30, 220)
-
-
-@pytest.fixture
-def colours_domain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    hook_calls.clear()
-    yield register_plugin(tmp_path, monkeypatch, "colours", "tests.plugins.colours:PLUGIN")
-    load_domains.cache_clear()
 
 
 @pytest.fixture

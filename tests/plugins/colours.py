@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from domainvlm.core.encoder import Encoder
+from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.images import read_image, to_rgb_image
-from domainvlm.core.registry import DomainPlugin, RetrievalData, ZeroShotData
+from domainvlm.core.registry import DomainPlugin, RetrievalData, VQAData, ZeroShotData
 from domainvlm.core.system import BaseSystem
 from torch import Tensor, nn
 
@@ -74,6 +75,36 @@ def retrieval_data(root: Path, split: str) -> RetrievalData:
     return RetrievalData(paths, captions, list(range(len(paths))), ["en"] * len(paths))
 
 
+def vqa_data(root: Path, split: str) -> VQAData:
+    """Two questions per tile: its colour (type ``colour``) and whether it is red (``yes/no``)."""
+    hook_calls.append(("vqa", Path(root), split))
+    paths = sorted((Path(root) / split).glob("*.png"))
+    colours = [tile_colour(p) for p in paths]
+    return VQAData(
+        paths=paths + paths,
+        questions=["what colour is this tile?"] * len(paths) + ["is this tile red?"] * len(paths),
+        answers=colours + ["yes" if colour == "red" else "no" for colour in colours],
+        answer_types=["colour"] * len(paths) + ["yes/no"] * len(paths),
+        majority_answer="no",
+    )
+
+
+def answer_questions(
+    system: ColourSystem, paths: list[Path], questions: list[str], batch_size: int
+) -> list[str]:
+    """The colour the system sees in each tile, or whether it is the one the question names."""
+    if not isinstance(system, ColourSystem):
+        raise DomainVLMError(f"a {type(system).__name__} does not answer questions about colours")
+    answers = []
+    for start in range(0, len(paths), batch_size):
+        images = torch.stack([system.load_image(p) for p in paths[start : start + batch_size]])
+        seen = [list(COLOURS)[i] for i in system.encode_image(images).argmax(dim=1).tolist()]
+        for colour, question in zip(seen, questions[start : start + batch_size]):
+            named = [name for name in COLOURS if name in question]
+            answers.append(("yes" if colour in named else "no") if named else colour)
+    return answers
+
+
 def knowledge() -> list[dict]:
     return [
         {"text": "red: roofs and brick", "level": "object"},
@@ -94,5 +125,7 @@ PLUGIN = DomainPlugin(
     knowledge_source=knowledge,
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
+    vqa_data=vqa_data,
+    answer_questions=answer_questions,
     languages=("en", "pt"),
 )

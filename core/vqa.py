@@ -1,0 +1,85 @@
+"""Visual question answering evaluation for ``domainvlm eval vqa``, for any domain that answers.
+
+A domain takes part through two plugin hooks: ``vqa_data(root, split)`` reads its questions
+(``VQAData``) and ``answer_questions(system, paths, questions, batch_size)`` asks a trained system.
+Accuracy is exact match on the domain's normalised answers, overall and per answer type (medical
+VQA reports open and closed questions separately), printed beside the majority-answer baseline:
+always giving the most frequent training answer already scores about half of VQA-RAD's closed
+questions, so a model is worth only its accuracy above that.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.registry import DomainPlugin, VQAData
+
+
+class VQAEvaluationError(DomainVLMError, ValueError):
+    pass
+
+
+def vqa_accuracy(
+    predicted: Sequence[str], answers: Sequence[str], answer_types: Sequence[str]
+) -> dict[str, float]:
+    """Exact-match accuracy: ``overall``, then one entry per answer type (empty types skipped)."""
+    if not len(predicted) == len(answers) == len(answer_types) or not answers:
+        raise VQAEvaluationError(
+            f"need as many predictions as answers and answer types, and at least one: got "
+            f"{len(predicted)}, {len(answers)} and {len(answer_types)}"
+        )
+    correct: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for guess, answer, kind in zip(predicted, answers, answer_types):
+        for key in ("overall", kind) if kind else ("overall",):
+            correct[key] += guess == answer
+            total[key] += 1
+    return {key: correct[key] / total[key] for key in total}
+
+
+def evaluate_vqa(
+    system: Any, plugin: DomainPlugin | None, root: Any, split: str, batch_size: int
+) -> dict:
+    """The system's accuracy on a dataset root's split, and the majority answer's."""
+    if plugin is None or plugin.vqa_data is None or plugin.answer_questions is None:
+        name = f"domain {plugin.name!r}" if plugin is not None else "this checkpoint's domain"
+        raise VQAEvaluationError(
+            f"eval vqa needs a domain whose plugin reads questions and asks its systems "
+            f"(vqa_data and answer_questions hooks); {name} has none. Pass --domain for a "
+            "domain that answers questions (medical)."
+        )
+    data: VQAData = plugin.vqa_data(root, split)
+    if not data.questions:
+        raise VQAEvaluationError(f"{root}: the {split!r} split holds no questions")
+    predicted = plugin.answer_questions(system, data.paths, data.questions, batch_size)
+    majority = [data.majority_answer] * len(data.answers)
+    return {
+        "task": "vqa",
+        "domain": plugin.name,
+        "split": split,
+        "num_questions": len(data.questions),
+        "accuracy": vqa_accuracy(predicted, data.answers, data.answer_types),
+        "majority_answer": data.majority_answer,
+        "majority_accuracy": vqa_accuracy(majority, data.answers, data.answer_types),
+    }
+
+
+def format_vqa_table(result: dict) -> str:
+    """Rows: the model and the majority answer; columns: overall and each answer type."""
+    columns = list(result["accuracy"])
+    rows = {
+        "model": result["accuracy"],
+        f"majority answer {result['majority_answer']!r}": result["majority_accuracy"],
+    }
+    width = max(len(name) for name in rows)
+    lines = [
+        f"vqa accuracy (percent), {result['split']} split, {result['num_questions']} questions",
+        " ".join([f"{'':<{width}}", *(f"{column:>8}" for column in columns)]),
+    ]
+    for name, accuracy in rows.items():
+        cells = (f"{100 * accuracy[c]:>8.1f}" if c in accuracy else f"{'-':>8}" for c in columns)
+        lines.append(" ".join([f"{name:<{width}}", *cells]))
+    return "\n".join(lines)
