@@ -53,7 +53,14 @@ class Encoder:
         return self.score_fn(images.to(self.device), list(texts)).float().cpu()
 
     def identity(self) -> dict:
-        """Name plus a hash of the weights and preprocessing: what a knowledge base records."""
+        """What a knowledge base records: ``sha256``, a hash of the weights (parameter names and
+        values) and the preprocessing, is the identity; ``name`` is provenance only.
+
+        Two encoders embed alike exactly when their hashes agree, wherever their files lie: a
+        checkpoint copied to another folder or machine keeps its identity, and any changed
+        weight or preprocessing setting changes it. ``name`` (for a checkpoint its absolute
+        path) is recorded so ``kb search`` can rebuild the encoder, but never compared.
+        """
         digest = hashlib.sha256()
         for module in self.modules:
             for key, tensor in sorted(module.state_dict().items()):

@@ -14,7 +14,13 @@ from typing import Any
 
 import torch
 from domainvlm.core.encoder import Encoder
-from domainvlm.retrieval_db import EncoderMismatchError, FilterError, Hit, KnowledgeBase
+from domainvlm.retrieval_db import (
+    EncoderMismatchError,
+    FilterError,
+    Hit,
+    KnowledgeBase,
+    same_encoder,
+)
 from torch import Tensor
 
 ImageInput = Tensor | Sequence[str | Path]
@@ -145,19 +151,25 @@ def _reordered(ranking: Tensor, head: int, score: Callable[[int, int], float]) -
 class KnowledgeBaseSearch:
     """Search one ``retrieval_db`` knowledge base with texts or images through ``encoder``.
 
-    The encoder's identity is hashed once here, not per query, and checked against the one the
-    knowledge base was built with: vectors from two encoders are not comparable.
+    The encoder's identity is hashed once here (or passed in as ``identity``, already hashed),
+    not per query, and checked against the one the knowledge base was built with: vectors from
+    two encoders are not comparable. Only the hash is compared, so the same weights loaded from
+    another path are accepted.
     """
 
     def __init__(
-        self, encoder: Encoder, knowledge_base: KnowledgeBase, allow_encoder_mismatch: bool = False
+        self,
+        encoder: Encoder,
+        knowledge_base: KnowledgeBase,
+        allow_encoder_mismatch: bool = False,
+        identity: dict[str, str] | None = None,
     ) -> None:
         self.encoder = encoder
         self.knowledge_base = knowledge_base
         self.allow_encoder_mismatch = allow_encoder_mismatch
-        self.identity = encoder.identity()
+        self.identity = identity or encoder.identity()
         built_with = knowledge_base.encoder
-        if self.identity != built_with and not allow_encoder_mismatch:
+        if not same_encoder(self.identity, built_with) and not allow_encoder_mismatch:
             raise EncoderMismatchError(
                 f"the knowledge base was built with encoder {built_with['name']!r} (sha256 "
                 f"{built_with['sha256'][:12]}…) but the query encoder is {self.identity['name']!r} "

@@ -13,6 +13,7 @@ from domainvlm.retrieval_db.errors import (
 from domainvlm.retrieval_db.index import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     DEFAULT_TARGET_RECALL,
+    STORED_QUERIES,
     choose_factory,
     exact_search,
     recall_at_k,
@@ -24,6 +25,7 @@ from domainvlm.retrieval_db.manifest import (
     Manifest,
     RecallInfo,
     read_manifest,
+    same_encoder,
 )
 from domainvlm.retrieval_db.searching import Hit
 
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET_BYTES",
     "DEFAULT_TARGET_RECALL",
     "FORMAT_VERSION",
+    "STORED_QUERIES",
     "CorruptKnowledgeBaseError",
     "EncoderMismatchError",
     "FilterError",
@@ -44,4 +47,5 @@ __all__ = [
     "exact_search",
     "read_manifest",
     "recall_at_k",
+    "same_encoder",
 ]

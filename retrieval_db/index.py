@@ -29,6 +29,8 @@ HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 TUNING_QUERIES = 500
 """Queries used to tune; as many again, disjoint, measure the recall recorded in the manifest."""
+STORED_QUERIES = "stored"
+"""The query kind recorded when held-out stored vectors stood in for queries."""
 _EXACT_CHUNK_ROWS = 16_384
 _QUERY_BLOCK = 1_024
 
@@ -41,6 +43,8 @@ class BuiltIndex:
     search_params: dict[str, int]
     recall: float
     recall_queries: int
+    query_kind: str
+    """``stored``, or the caller's label for the query vectors it gave (``text``, ``image``)."""
 
 
 def faiss_metric(metric: str) -> int:
@@ -146,23 +150,41 @@ def build_index(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     target_recall: float = DEFAULT_TARGET_RECALL,
     seed: int = 0,
+    queries: np.ndarray | None = None,
+    query_kind: str = STORED_QUERIES,
 ) -> BuiltIndex:
     """Choose (unless forced), train, fill and tune an index over ``vectors`` labelled ``ids``.
 
-    A random sample of the vectors is held out of the index while it is tuned and measured, so
-    they act as unseen queries (a stored vector finds itself and its graph neighbours too easily
-    to stand in for a real query); they are added once the measurement is done.
+    ``queries`` are held-out vectors of the kind users will send (text embeddings against an
+    image base, say), labelled ``query_kind``: recall is tuned on half of them (at most
+    ``TUNING_QUERIES``) and measured on the other half. Stored vectors flatter cross-modal
+    search, where queries lie further from the data than any stored vector does. Without
+    ``queries``, a random sample of the vectors is held out of the index while it is tuned and
+    measured, so they act as unseen queries of the stored kind (a stored vector finds itself
+    and its graph neighbours too easily to stand in for a real query); they are added after.
     """
     n, dim = vectors.shape
     if np.any(np.diff(ids) <= 0):
         raise ValueError("ids must be strictly increasing (ids are assigned in order)")
+    if queries is not None and (queries.ndim != 2 or queries.shape[1] != dim or len(queries) < 2):
+        raise ValueError(
+            f"recall queries must be an array [n >= 2, {dim}], got shape {queries.shape}"
+        )
+    if not query_kind:
+        raise ValueError("query_kind must name the kind of the recall queries")
     factory = factory or choose_factory(n, dim, memory_budget_bytes)
     index = make_index(factory, dim, metric)
     kind = index_kind(index)
     if kind == "hnsw":
         faiss.downcast_index(index.index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     rng = np.random.default_rng(seed)
-    held_out = np.sort(rng.choice(n, size=min(2 * TUNING_QUERIES, n // 10), replace=False))
+    if queries is None:
+        held_out = np.sort(rng.choice(n, size=min(2 * TUNING_QUERIES, n // 10), replace=False))
+        query_vectors = np.ascontiguousarray(vectors[held_out])
+    else:
+        held_out = np.empty(0, dtype=np.int64)
+        picked = rng.choice(len(queries), size=min(2 * TUNING_QUERIES, len(queries)), replace=False)
+        query_vectors = np.ascontiguousarray(queries[np.sort(picked)], dtype=np.float32)
     indexed = np.setdiff1d(np.arange(n), held_out)
     if not index.is_trained:
         size = min(len(indexed), _training_size(index))
@@ -174,10 +196,10 @@ def build_index(
                 f"cannot train index {factory!r} on {len(training)} vectors: {error}"
             ) from None
     _add_rows(index, vectors, ids, indexed)
-    params, recall = tune(index, kind, vectors, ids, indexed, held_out, metric, target_recall)
+    params, recall = tune(index, kind, vectors, ids, indexed, query_vectors, metric, target_recall)
     _add_rows(index, vectors, ids, held_out)
-    measured = len(held_out) - len(held_out) // 2 if len(held_out) >= 2 else 0
-    return BuiltIndex(index, kind, factory, params, recall, measured)
+    measured = len(query_vectors) - len(query_vectors) // 2 if len(query_vectors) >= 2 else 0
+    return BuiltIndex(index, kind, factory, params, recall, measured, query_kind)
 
 
 def tune(
@@ -186,30 +208,31 @@ def tune(
     vectors: np.ndarray,
     ids: np.ndarray,
     indexed: np.ndarray,
-    held_out: np.ndarray,
+    queries: np.ndarray,
     metric: str,
     target_recall: float,
 ) -> tuple[dict[str, int], float]:
-    """Smallest ``nprobe``/``efSearch`` on a ~1.4x ladder reaching the target on half the held-out
-    queries, and the recall then measured on the other half (so the choice does not flatter it).
+    """Smallest ``nprobe``/``efSearch`` on a ~1.4x ladder reaching the target on half the
+    ``queries``, and the recall then measured on the other half (so the choice does not flatter
+    it); exact search over the ``indexed`` rows is the truth.
 
     The result is also set on the index itself (and so saved with it), which is how composite
     indexes of the ``other`` family, searched without per-call parameters, get it.
     """
     name, candidates = _parameter_candidates(index, kind)
-    if len(held_out) < 2:
+    if len(queries) < 2:
         params = {name: candidates[-1]} if name else {}
         set_index_parameters(index, params)
         return params, 1.0
-    halves = held_out[: len(held_out) // 2], held_out[len(held_out) // 2 :]
-    queries = [np.ascontiguousarray(vectors[rows]) for rows in halves]
-    truths = [exact_search(vectors, q, RECALL_K, metric, indexed) for q in queries]
+    middle = len(queries) // 2
+    halves = [queries[:middle], queries[middle:]]
+    truths = [exact_search(vectors, q, RECALL_K, metric, indexed) for q in halves]
 
     def recall_for(half: int, params: dict[str, int]) -> float:
         set_index_parameters(index, params)
         search = search_parameters(kind, params)
-        found = index.search(queries[half], RECALL_K, params=search)[1]
-        return _recall_with_ties(queries[half], found, truths[half], vectors, ids, metric)
+        found = index.search(halves[half], RECALL_K, params=search)[1]
+        return _recall_with_ties(halves[half], found, truths[half], vectors, ids, metric)
 
     params: dict[str, int] = {}
     if name:

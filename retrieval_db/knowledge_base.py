@@ -29,6 +29,7 @@ from domainvlm.retrieval_db.index import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     DEFAULT_TARGET_RECALL,
     RECALL_K,
+    STORED_QUERIES,
     BuiltIndex,
     build_index,
 )
@@ -39,6 +40,7 @@ from domainvlm.retrieval_db.manifest import (
     Manifest,
     RecallInfo,
     StoredFile,
+    same_encoder,
     validate_encoder_identity,
 )
 from domainvlm.retrieval_db.metadata import MetadataStore
@@ -100,11 +102,17 @@ class KnowledgeBase:
         target_recall: float = DEFAULT_TARGET_RECALL,
         seed: int = 0,
         use_gpu: bool | None = None,
+        recall_queries: Any | None = None,
+        recall_query_kind: str | None = None,
     ) -> KnowledgeBase:
         """Vector ``i`` gets id ``i`` and metadata ``records[i]``.
 
         ``metric``: ``cosine`` (vectors L2-normalised, inner product), ``ip`` or ``l2``.
         ``index_factory`` forces a FAISS factory string instead of the automatic choice.
+        ``recall_queries``: held-out query vectors of the kind users will send (for an image
+        base searched by text, captions through the text tower), labelled ``recall_query_kind``
+        (``text``, ``image``, ...) in the manifest; they tune the index and measure the recall
+        it records. Without them, held-out stored vectors do, which flatters cross-modal use.
         """
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -114,11 +122,12 @@ class KnowledgeBase:
         vectors = prepare_vectors(vectors, metric, None, "vectors")
         if len(records) != len(vectors):
             raise ValueError(f"{len(vectors)} vectors but {len(records)} metadata records")
+        queries = _recall_queries(recall_queries, recall_query_kind, metric, vectors.shape[1])
         ids = np.arange(len(vectors), dtype=np.int64)
         metadata = MetadataStore.empty()
         metadata.insert(ids, records)
         options = BuildOptions(metric, index_factory, memory_budget_bytes, target_recall, seed)
-        built = _build(vectors, ids, options)
+        built = _build(vectors, ids, options, queries)
         state = SearchState(
             index=built.index,
             kind=built.kind,
@@ -307,10 +316,14 @@ class KnowledgeBase:
             self._state = replace(self._state, deleted=np.union1d(self._state.deleted, removed))
         return len(removed)
 
-    def compact(self) -> None:
+    def compact(
+        self, recall_queries: Any | None = None, recall_query_kind: str | None = None
+    ) -> None:
         """Drop deleted vectors and rebuild the index for the current size (re-chosen unless the
-        factory was forced), re-tuned and with freshly measured recall. Searches continue
-        against the old index meanwhile."""
+        factory was forced), re-tuned and with freshly measured recall (with ``recall_queries``
+        as in ``from_vectors``, else with held-out stored vectors). Searches continue against
+        the old index meanwhile."""
+        queries = _recall_queries(recall_queries, recall_query_kind, self.metric, self.dimension)
         with self._writer:
             with self._rw.reading():
                 state = self._state
@@ -323,7 +336,7 @@ class KnowledgeBase:
                 memory_budget_bytes=info.memory_budget_bytes,
                 target_recall=self._recall.target,
             )
-            built = _build(vectors, ids, options)
+            built = _build(vectors, ids, options, queries)
             with self._rw.writing():
                 self._state = replace(
                     state,
@@ -393,14 +406,16 @@ class KnowledgeBase:
 
     def _check_encoder(self, encoder: Mapping[str, str], allow_mismatch: bool, what: str) -> None:
         identity = validate_encoder_identity(dict(encoder), "encoder")
-        if identity == self._encoder or allow_mismatch:
+        if same_encoder(identity, self._encoder) or allow_mismatch:
             return
         raise EncoderMismatchError(
             f"{self._origin} was built with encoder {self._encoder['name']!r} "
             f"(sha256 {self._encoder['sha256'][:12]}…), but the {what} encoder is "
             f"{identity['name']!r} (sha256 {identity['sha256'][:12]}…). Vectors from different "
-            "encoders are not comparable: rebuild the knowledge base with this encoder, or pass "
-            "allow_encoder_mismatch=True if you know the two embed into the same space."
+            "encoders are not comparable (the name is only where an encoder came from; the hash "
+            "of its weights and preprocessing identifies it): rebuild the knowledge base with "
+            "this encoder, or pass allow_encoder_mismatch=True if you know the two embed into "
+            "the same space."
         )
 
     def _gpu_index(self, state: SearchState) -> faiss.Index | None:
@@ -424,7 +439,32 @@ class KnowledgeBase:
             self._index_mapped = False
 
 
-def _build(vectors: np.ndarray, ids: np.ndarray, options: BuildOptions) -> BuiltIndex:
+def _recall_queries(
+    queries: Any | None, kind: str | None, metric: str, dimension: int
+) -> tuple[np.ndarray, str] | None:
+    if queries is None:
+        if kind is not None:
+            raise ValueError("recall_query_kind labels recall_queries, but none were given")
+        return None
+    if not isinstance(kind, str) or not kind or kind == STORED_QUERIES:
+        raise ValueError(
+            "recall_queries need recall_query_kind, a label for their kind such as 'text' or "
+            f"'image' (not {STORED_QUERIES!r}, which means held-out stored vectors), got {kind!r}"
+        )
+    array = prepare_vectors(queries, metric, dimension, "recall queries")
+    if len(array) < 2:
+        raise ValueError(
+            f"recall queries: need at least 2 (half tune, half measure), got {len(array)}"
+        )
+    return array, kind
+
+
+def _build(
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    options: BuildOptions,
+    queries: tuple[np.ndarray, str] | None = None,
+) -> BuiltIndex:
     return build_index(
         vectors,
         ids,
@@ -433,6 +473,8 @@ def _build(vectors: np.ndarray, ids: np.ndarray, options: BuildOptions) -> Built
         memory_budget_bytes=options.memory_budget_bytes,
         target_recall=options.target_recall,
         seed=options.seed,
+        queries=queries[0] if queries else None,
+        query_kind=queries[1] if queries else STORED_QUERIES,
     )
 
 
@@ -453,6 +495,7 @@ def _recall_info(built: BuiltIndex, target: float, count: int) -> RecallInfo:
         target=target,
         queries=built.recall_queries,
         measured_at_count=count,
+        query_kind=built.query_kind,
     )
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from domainvlm.retrieval_db.errors import CorruptKnowledgeBaseError
+from domainvlm.retrieval_db.index import STORED_QUERIES
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+"""Version 2 added ``recall.query_kind``; a version-1 manifest measured with stored vectors."""
 MANIFEST_NAME = "manifest.json"
 METRICS = ("cosine", "ip", "l2")
 FILE_ROLES = ("index", "metadata", "vectors", "ids")
@@ -49,6 +51,9 @@ class RecallInfo:
     target: float
     queries: int
     measured_at_count: int
+    query_kind: str = STORED_QUERIES
+    """Which queries measured ``value``: ``stored`` (held-out stored vectors) or the label the
+    builder gave its held-out queries (``text`` for captions through the text tower, say)."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,15 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
+def same_encoder(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Identity is the hash of weights and preprocessing; ``name`` is provenance (a checkpoint's
+    path, say), so a copied or moved encoder is still the same one."""
+    return a["sha256"] == b["sha256"]
+
+
 def validate_encoder_identity(identity: Any, where: str) -> dict[str, str]:
-    """An encoder identity is ``{"name": str, "sha256": str}`` (see ``domainvlm.core.encoder.Encoder``)."""
+    """An encoder identity is ``{"name": str, "sha256": str}`` (see ``domainvlm.core.encoder.Encoder``):
+    ``sha256`` identifies, ``name`` records where it came from."""
     if (
         not isinstance(identity, dict)
         or not isinstance(identity.get("name"), str)

@@ -58,7 +58,7 @@ def test_save_load_round_trip(tmp_path: Path, mmap: bool, factory: str | None) -
     assert (loaded.index_info, loaded.recall) == (kb.index_info, kb.recall)
 
     manifest = json.loads((tmp_path / "kb" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert (manifest["dimension"], manifest["metric"]) == (16, "cosine")
     assert (manifest["count"], manifest["stored_vectors"], manifest["next_id"]) == (
         1197,
@@ -309,6 +309,15 @@ def test_unverified_garbage_is_named_by_the_reader(saved, role: str, message: st
     path.write_bytes(b"\x07garbage" * (size // 8) + b"\x00" * (size % 8))
     with pytest.raises(CorruptKnowledgeBaseError, match=f"{path}: .*{message}"):
         KnowledgeBase.load(directory, verify=False)
+
+
+def test_a_version_1_manifest_reads_as_recall_measured_with_stored_vectors(saved) -> None:
+    directory, _ = saved
+    manifest = _manifest(directory)
+    manifest["format_version"] = 1
+    del manifest["recall"]["query_kind"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    assert KnowledgeBase.load(directory).recall.query_kind == "stored"
 
 
 def test_unknown_format_version_is_refused(saved) -> None:
