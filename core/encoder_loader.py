@@ -8,6 +8,7 @@ rebuild its encoder from the manifest alone.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from domainvlm.core.checkpoint import load_system
 from domainvlm.core.encoder import Encoder
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.images import read_image, to_rgb_image
+from domainvlm.core.model_input import InputAdjustment
 from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import ByteTokenizer
 from domainvlm.core.towers.clip import build_clip
@@ -46,14 +48,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_encoder(spec: str, device: str = "cpu") -> Encoder:
-    return load_encoder_and_system(spec, device)[0]
+def load_encoder(
+    spec: str, device: str = "cpu", adjustment: InputAdjustment | None = None
+) -> Encoder:
+    return load_encoder_and_system(spec, device, adjustment)[0]
 
 
-def load_encoder_and_system(spec: str, device: str = "cpu") -> tuple[Encoder, BaseSystem | None]:
+def load_encoder_and_system(
+    spec: str, device: str = "cpu", adjustment: InputAdjustment | None = None
+) -> tuple[Encoder, BaseSystem | None]:
     """The encoder on ``device``, plus the trained system when the spec is a checkpoint (it names
-    the domain)."""
+    the domain). ``adjustment`` (``--bands``/``--rescale``) goes to encoders that take one."""
     device = resolve_device(device)
+    if adjustment is not None and not _takes_adjustment(spec):
+        raise EncoderSpecError(
+            f"--bands/--rescale ({adjustment.describe()}) apply to checkpoints of domains that "
+            f"read multi-band rasters (remote sensing); {spec!r} takes its images as they are"
+        )
     if spec.startswith(OPENCLIP_PREFIX):
         model_name, _, pretrained = spec.removeprefix(OPENCLIP_PREFIX).partition(":")
         if not model_name:
@@ -71,10 +82,20 @@ def load_encoder_and_system(spec: str, device: str = "cpu") -> tuple[Encoder, Ba
             "local-dir:<folder>"
         )
     system = load_system(path).to(device)
-    encoder = system.encoder()
+    if adjustment is not None and "adjustment" not in inspect.signature(system.encoder).parameters:
+        raise EncoderSpecError(
+            f"--bands/--rescale ({adjustment.describe()}): the {type(system).__name__} in "
+            f"{spec!r} reads its images as they are and takes no band choice or rescaling"
+        )
+    encoder = system.encoder() if adjustment is None else system.encoder(adjustment=adjustment)
     encoder.name = str(path.resolve())
     encoder.device = device
     return encoder, system
+
+
+def _takes_adjustment(spec: str) -> bool:
+    """open_clip models read RGB images only; a checkpoint's system is asked once it is loaded."""
+    return not spec.startswith((OPENCLIP_PREFIX, *HUB_PREFIXES))
 
 
 def openclip_model_encoder(

@@ -1,10 +1,15 @@
 """Read any image a domain can read (PNG/JPEG, GeoTIFF, DICOM, a video frame) as an HWC array.
 
-Installed domains register readers by file suffix (``DomainPlugin.image_readers``); PIL reads the
-rest. A video frame is addressed as ``clip.mp4#t=SECONDS`` or ``clip.mp4#frame=N``. Every decoder is
-checked against the pixel cap before decoding where the header tells the size (anything PIL can
-open, video streams), so a decompression bomb fails with a clear error instead of exhausting memory;
-arrays from domain readers are checked again after they return.
+This is the one path every encoder loads images through, so one cap covers them all. Installed
+domains register readers by file suffix (``DomainPlugin.image_readers``), or an encoder passes its
+domain's reader explicitly; PIL reads the rest. A video frame is addressed as
+``clip.mp4#t=SECONDS`` or ``clip.mp4#frame=N``.
+
+The pixel cap is checked from headers before anything is decoded: PIL's header for every file
+PIL can open, a domain reader's own ``header_pixels`` (a ``SizedReader``: GeoTIFF width x height x
+bands, DICOM rows x columns of the decoded frames) and the video stream's frame size. So a
+decompression bomb fails with a clear error instead of exhausting memory. A plain-callable reader
+(a third-party domain's) cannot be asked first: its array is checked when it returns.
 """
 
 from __future__ import annotations
@@ -13,13 +18,24 @@ import contextvars
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.errors import ImageReadError, ImageTooLargeError
 from domainvlm.core.registry import load_domains
 from PIL import Image, ImageOps
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageReadError",
+    "ImageTooLargeError",
+    "SizedReader",
+    "pixel_limit",
+    "read_image",
+    "to_rgb_image",
+]
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """About an 8000 x 8000 image: above any single scene or radiograph, below a memory problem."""
@@ -32,12 +48,20 @@ _max_pixels = contextvars.ContextVar("max_pixels", default=DEFAULT_MAX_PIXELS)
 Reader = Callable[[Path], Any]
 
 
-class ImageReadError(DomainVLMError, ValueError):
-    """An image file that is missing, corrupt, too large or in a format nothing reads."""
+@dataclass(frozen=True)
+class SizedReader:
+    """A domain reader that can say from the file's header how many pixels it would decode.
 
+    Register it in ``DomainPlugin.image_readers`` (it is called like a plain reader) so the pixel
+    cap holds before decoding. Multi-plane data counts every plane: a 13-band raster of
+    1000 x 1000 is 13 million pixels.
+    """
 
-class ImageTooLargeError(ImageReadError):
-    pass
+    read: Callable[[Path], np.ndarray]
+    header_pixels: Callable[[Path], int]
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return self.read(path)
 
 
 @contextmanager
@@ -50,24 +74,35 @@ def pixel_limit(max_pixels: int) -> Iterator[None]:
         _max_pixels.reset(token)
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
-    """The image at ``path`` as an ``[H, W, C]`` array in its own dtype (uint8, uint16, float...)."""
+def read_image(
+    path: str | Path, max_pixels: int | None = None, reader: Reader | None = None
+) -> np.ndarray:
+    """The image at ``path`` as an ``[H, W, C]`` array in its own dtype (uint8, uint16, float...).
+
+    ``reader``: decode with this reader whatever the suffix (an encoder passing its domain's
+    reader); by default the installed domain reader registered for the suffix, else PIL or PyAV.
+    """
     limit = _max_pixels.get() if max_pixels is None else max_pixels
     file, frame_time, frame_index = split_fragment(path)
     if not file.is_file():
-        raise ImageReadError(f"image {str(path)!r} does not exist or is not a file")
-    readers = domain_readers()
-    suffix = _matching_suffix(file, readers)
+        raise ImageReadError(path, "does not exist or is not a file")
+    if reader is None:
+        readers = domain_readers()
+        suffix = _matching_suffix(file, readers)
+        reader = readers[suffix] if suffix is not None else None
+    is_video = file.suffix.lower() in VIDEO_SUFFIXES
     try:
         _check_pixels(_header_pixels(file), path, limit)
-        is_video = file.suffix.lower() in VIDEO_SUFFIXES
         if (frame_time is not None or frame_index is not None) and not is_video:
             raise ImageReadError(
-                f"{str(path)!r}: #t= and #frame= address frames of videos "
-                f"({', '.join(VIDEO_SUFFIXES)}), not of {file.suffix or 'suffix-less'} files"
+                path,
+                f"#t= and #frame= address frames of videos ({', '.join(VIDEO_SUFFIXES)}), "
+                f"not of {file.suffix or 'suffix-less'} files",
             )
-        if suffix is not None and frame_time is None and frame_index is None:
-            array = np.asarray(readers[suffix](file))
+        if reader is not None and frame_time is None and frame_index is None:
+            if isinstance(reader, SizedReader):
+                _check_pixels(reader.header_pixels(file), path, limit)
+            array = np.asarray(reader(file))
         elif is_video:
             array = read_video_frame(file, frame_time, frame_index, limit)
         elif file.suffix.lower() == ".npy":
@@ -77,11 +112,9 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image {str(path)!r} is too large to decode: {exc}") from exc
+        raise ImageTooLargeError(path, f"too large to decode: {exc}") from exc
     except Exception as exc:  # decoders and domain readers raise many types; report them alike
-        raise ImageReadError(
-            f"cannot read image {str(path)!r}: {exc or type(exc).__name__}"
-        ) from exc
+        raise ImageReadError(path, f"cannot read image: {exc or type(exc).__name__}") from exc
     return _checked_hwc(array, path, limit)
 
 
@@ -128,7 +161,7 @@ def read_video_frame(
 
     with av.open(str(file)) as container:
         if not container.streams.video:
-            raise ImageReadError(f"video {str(file)!r} has no video stream")
+            raise ImageReadError(file, "video has no video stream")
         stream = container.streams.video[0]
         _check_pixels(stream.codec_context.width * stream.codec_context.height, file, max_pixels)
         if time is not None and time > 0:
@@ -144,7 +177,7 @@ def read_video_frame(
                 continue
             return frame.to_ndarray(format="rgb24")
     where = f"frame {index}" if index is not None else f"t={time}s"
-    raise ImageReadError(f"video {str(file)!r} ends before {where}")
+    raise ImageReadError(file, f"video ends before {where}")
 
 
 def _header_pixels(file: Path) -> int:
@@ -170,9 +203,7 @@ def _half_frame(stream: Any) -> float:
 
 def _check_pixels(count: int, path: str | Path, max_pixels: int) -> None:
     if count > max_pixels:
-        raise ImageTooLargeError(
-            f"image {str(path)!r} has {count:,} pixels, above the limit of {max_pixels:,}"
-        )
+        raise ImageTooLargeError(path, f"{count:,} pixels, above the limit of {max_pixels:,}")
 
 
 def _checked_hwc(array: np.ndarray, path: str | Path, max_pixels: int) -> np.ndarray:
@@ -180,7 +211,7 @@ def _checked_hwc(array: np.ndarray, path: str | Path, max_pixels: int) -> np.nda
         array = array[:, :, None]
     if array.ndim != 3 or 0 in array.shape:
         raise ImageReadError(
-            f"image {str(path)!r} decoded to shape {tuple(array.shape)}, not height x width x channels"
+            path, f"decoded to shape {tuple(array.shape)}, not height x width x channels"
         )
     _check_pixels(array.shape[0] * array.shape[1], path, max_pixels)
     return array
@@ -199,8 +230,9 @@ def to_rgb_image(array: np.ndarray, path: str | Path = "<array>") -> Image.Image
         array = array[:, :, :3]
     elif channels != 3:
         raise ImageReadError(
-            f"image {str(path)!r} has {channels} channels; an RGB model needs 1, 3 or 4. Use a "
-            "checkpoint trained on these bands, or a domain reader that selects RGB bands."
+            path,
+            f"{channels} channels; an RGB model needs 1, 3 or 4. Use a checkpoint trained on "
+            "these bands, or a domain reader that selects RGB bands.",
         )
     return Image.fromarray(_to_uint8(array), mode="RGB")
 

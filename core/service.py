@@ -269,7 +269,8 @@ def _load_upload(encoder: Encoder, upload: UploadFile, limits: ServiceLimits) ->
             with pixel_limit(limits.max_pixels):
                 return encoder.load_image(tmp.name)
         except ImageTooLargeError as exc:
-            raise HTTPException(413, str(exc).replace(repr(tmp.name), repr(name))) from exc
+            message = str(exc).replace(repr(tmp.name), repr(name)).replace(tmp.name, name)
+            raise HTTPException(413, message) from exc
         except Exception as exc:  # the encoder's loader may be any domain's: all mean a bad upload
             reason = str(exc).replace(repr(tmp.name), repr(name)).replace(tmp.name, name)
             log.info("rejected upload %r: %s", name, reason)

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from domainvlm.core.commands import add_device_argument
+from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
 from domainvlm.core.errors import DomainVLMError
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8000)
     add_device_argument(parser)
+    add_input_arguments(parser)
     parser.add_argument("--token", default=os.environ.get("DOMAINVLM_TOKEN"), help="bearer token")
     parser.add_argument("--max-upload-mb", type=float, help="request body cap (default 20 MiB)")
     parser.add_argument("--max-pixels", type=int, help="image pixel cap (default 40 million)")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from domainvlm.core.service import ServiceLimits, create_app
     from domainvlm.retrieval_db import KnowledgeBase, KnowledgeBaseError
 
-    encoder = load_encoder(args.checkpoint, args.device)
+    encoder = load_encoder(args.checkpoint, args.device, input_adjustment(args))
     limits = ServiceLimits(
         **{
             name: value

@@ -4,7 +4,8 @@ The encoder is a domainvlm checkpoint or an open_clip model:
     domainvlm zeroshot --checkpoint run/last.ckpt --classes "forest,river,airport" a.tif b.png
     domainvlm zeroshot --checkpoint openclip:ViT-B-32:laion2b_s34b_b79k --classes "cat,dog" x.jpg
 Video frames are addressed as clip.mp4#t=SECONDS or clip.mp4#frame=N. An image that cannot be
-read gets a JSON line with an "error" field and the exit status becomes 1.
+read, or that does not fit the checkpoint's training data (another band count or pixel type: see
+--bands and --rescale), gets a JSON line with an "error" field and the exit status becomes 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import json
 import sys
 
-from domainvlm.core.commands import add_device_argument
+from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="classes listed per image")
     parser.add_argument("--batch-size", type=int, default=32)
     add_device_argument(parser)
+    add_input_arguments(parser)
     parser.add_argument(
         "images", nargs="+", help="image files (any format an installed domain reads)"
     )
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from domainvlm.core.zeroshot import ZeroShotClassifier, load_templates, templates_for
 
     classes = parse_classes(args.classes)
-    encoder, system = load_encoder_and_system(args.checkpoint, args.device)
+    encoder, system = load_encoder_and_system(args.checkpoint, args.device, input_adjustment(args))
     plugin = resolve_domain(None, type(system).__module__ if system is not None else None)
     if args.templates:
         templates = load_templates(args.templates, args.lang)

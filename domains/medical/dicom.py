@@ -9,6 +9,7 @@ patient names, IDs and dates stay in the pydicom dataset, which is dropped after
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pydicom
-from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.errors import ImageReadError
+from domainvlm.core.images import SizedReader
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -78,20 +80,16 @@ AUTO_PERCENTILES = (0.5, 99.5)
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 
+ENCAPSULATED_PIXEL_DATA = re.compile(rb"\xe0\x7f\x10\x00(?:O[BW]\x00\x00)?\xff\xff\xff\xff")
+"""Tag (7FE0,0010) with undefined length, implicit or explicit VR little endian: compressed pixels."""
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
+"""(FFFE,E0DD): the item that closes the fragments of compressed Pixel Data."""
+
 Window = str | tuple[float, float] | None
 
 
-class ImageReadError(DomainVLMError, ValueError):
-    """An image file that cannot be turned into pixels; the message names the file and why."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
 class DicomReadError(ImageReadError):
-    pass
+    """A DICOM file that is not an image, is cut short, or holds pixels no installed decoder reads."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -174,14 +172,33 @@ def image_reader(path: str | Path) -> np.ndarray:
     The common currency of the image towers: grayscale is repeated to three channels.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in DICOM_SUFFIXES or (suffix not in PIL_SUFFIXES and _has_dicom_marker(path)):
+    if _is_dicom(path):
         pixels = read_dicom(path, frame=0, output="uint8").pixels
     else:
         pixels = _read_with_pil(path)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=-1)
     return np.ascontiguousarray(pixels)
+
+
+def header_pixels(path: str | Path) -> int:
+    """Pixels ``image_reader`` would decode, from the header alone: rows x columns of one frame
+    for DICOM (it decodes the first frame only), width x height for PNG/JPEG (0 when unknown)."""
+    path = Path(path)
+    if _is_dicom(path):
+        ds = _read_dataset(path, stop_before_pixels=True)
+        return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0)
+    try:
+        with Image.open(path) as image:
+            return image.width * image.height
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # not an image PIL knows: image_reader reports it
+        return 0
+
+
+IMAGE_READER = SizedReader(image_reader, header_pixels)
+"""What encoders and the plugin hand to ``core.images.read_image``: capped before decoding."""
 
 
 def read_dicom_meta(path: str | Path) -> dict[str, Any]:
@@ -253,6 +270,12 @@ def _check_image(path: Path, ds: Dataset) -> UID:
         cut_tag = _element_cut_short(ds)
         if cut_tag is not None:
             raise DicomReadError(path, f"truncated file: it ends inside element {cut_tag}")
+        if _encapsulated_pixels_cut_short(path):
+            raise DicomReadError(
+                path,
+                "truncated file: it ends inside its compressed Pixel Data (no sequence delimiter "
+                "after the last fragment)",
+            )
         kind = ds.get("SOPClassUID")
         what = f"{kind.name} object" if isinstance(kind, UID) else "data set"
         if "Rows" in ds or "Image Storage" in what:
@@ -301,6 +324,17 @@ def _element_cut_short(ds: Dataset) -> str | None:
     if isinstance(value, bytes) and length != 0xFFFFFFFF and len(value) < length:
         return str(last.tag)
     return None
+
+
+def _encapsulated_pixels_cut_short(path: Path) -> bool:
+    """A compressed (undefined-length) Pixel Data element whose fragments never end.
+
+    pydicom gives up on such a file with a warning and returns an empty data set, which would
+    otherwise read as "not an image"; the raw bytes still show where it was cut.
+    """
+    data = path.read_bytes()
+    starts = [match.end() for match in ENCAPSULATED_PIXEL_DATA.finditer(data)]
+    return bool(starts) and SEQUENCE_DELIMITER not in data[starts[-1] :]
 
 
 def _frame_count(path: Path, ds: Dataset) -> int:
@@ -455,6 +489,11 @@ def _plugin_hint(transfer_syntax: UID) -> str:
     if transfer_syntax in JPEGTransferSyntaxes or transfer_syntax in JPEGLSTransferSyntaxes:
         return "pylibjpeg and pylibjpeg-libjpeg"
     return "a pydicom pixel-data plugin for it (pylibjpeg, gdcm)"
+
+
+def _is_dicom(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return suffix in DICOM_SUFFIXES or (suffix not in PIL_SUFFIXES and _has_dicom_marker(path))
 
 
 def _has_dicom_marker(path: Path) -> bool:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from domainvlm.core.checkpoint import read_checkpoint
 from domainvlm.core.encoder import Encoder
+from domainvlm.core.images import read_image
 from domainvlm.core.errors import CheckpointError
 from domainvlm.core.losses import LogitScale, clip_loss, itm_loss, mae_loss, mlm_loss
 from domainvlm.core.system import CHECKPOINT_KEY, BaseSystem
@@ -41,7 +42,7 @@ from domainvlm.core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_
 from domainvlm.core.towers.mae import patchify
 from domainvlm.core.transforms import ImageTransform
 from domainvlm.domains.medical.datamodule import CLIP_MEAN, CLIP_STD
-from domainvlm.domains.medical.dicom import image_reader
+from domainvlm.domains.medical.dicom import IMAGE_READER
 from domainvlm.domains.medical.model import M3AEBackbone, MLMHead, PixelDecoder, VQAHead, itm_pairs
 from domainvlm.retrieval_db import Hit, KnowledgeBase
 from torch import Tensor
@@ -161,7 +162,7 @@ class M3AESystem(BaseSystem):
         )
 
         def load_image(path: str | Path) -> Tensor:
-            return transform(image_reader(path))
+            return transform(read_image(path, reader=IMAGE_READER))
 
         return load_image
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from domainvlm.core.errors import DataRootError, DomainVLMError
+from domainvlm.core.errors import AnnotationError, DataRootError
 from domainvlm.core.files import resolve_within
 
 AnswerType = Literal["open", "closed"]
@@ -52,15 +52,6 @@ _SECTION_ALIASES = {
 _HEADING = re.compile(r"^[ \t]*([A-Za-z][A-Za-z /&]{0,40}?)[ \t]*:", re.MULTILINE)
 _ID_LIKE = re.compile(r"^[A-Za-z]+_\d+\s")
 _TRAILING_PUNCTUATION = ".,;:!?"
-
-
-class AnnotationError(DomainVLMError, ValueError):
-    """A malformed annotation file; the message names the file and the line or row."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""What every remote-sensing dataset shares: annotation errors, class-name normalisation and
-reading that can skip a few bad files with a counted warning.
+"""What every remote-sensing dataset shares: class-name normalisation and reading that can skip a
+few bad files with a counted warning (``AnnotationError`` is core's, re-exported for the readers).
 
 The datasets themselves (``captions``, ``scenes``, ``rsvqa``) return dicts with the image as an
 HWC array in the file's dtype (or whatever ``transform`` makes of it) and text as plain strings:
@@ -17,20 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.errors import AnnotationError
 from domainvlm.domains.remote_sensing.rasters import RasterReadError
 from torch.utils.data import Dataset
 
 Transform = Callable[[np.ndarray], Any]
-
-
-class AnnotationError(DomainVLMError, ValueError):
-    """An annotation or split file that is missing or does not follow its dataset's format."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 class BadFileWarning(UserWarning):

@@ -12,7 +12,7 @@ from pathlib import Path
 from domainvlm.core.datamodule import BaseDataModule
 from domainvlm.core.transforms import ImageTransform, MultiCrop
 from domainvlm.domains.remote_sensing.captions import CaptionDataset
-from domainvlm.domains.remote_sensing.rasters import band_statistics
+from domainvlm.domains.remote_sensing.rasters import band_statistics, raster_info
 from domainvlm.domains.remote_sensing.rsvqa import RSVQADataset
 from domainvlm.domains.remote_sensing.scenes import SceneFolderDataset
 from torch.utils.data import Dataset
@@ -79,13 +79,19 @@ class RasterDataModule(BaseDataModule):
         return self.mean, self.std
 
     def preprocessing(self) -> dict:
+        """Also the band count and pixel type of the training files (from the first one's
+        header), so inference can refuse files of another sensor or bit depth."""
         mean, std = self.normalisation()
+        paths = self.train_image_paths()
+        info = raster_info(paths[0]) if paths else None
         return {
             "image_size": self.image_size,
             "mean": mean,
             "std": std,
             "bands": self.bands,
             "max_pixel_value": self.max_pixel_value,
+            "file_bands": info.bands if info else None,
+            "file_dtype": info.dtype if info else None,
         }
 
     def transform_settings(self) -> dict:

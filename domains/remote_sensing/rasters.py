@@ -3,6 +3,13 @@
 One function reads every image a remote-sensing dataset holds, so band selection, nodata masking and
 georeference behave the same for a 13-band Sentinel-2 scene, a EuroSAT chip and an RSICD JPEG.
 Band indices are 1-based as in GDAL (Sentinel-2 ``B4,B3,B2`` in a B1..B12 stack is ``(4, 3, 2)``).
+
+Every file is treated as untrusted. GDAL opens whatever its drivers recognise, and some formats
+reach beyond the file: a VRT (even one named ``x.tif``) can read any file on the machine as pixels
+or fetch a URL through ``/vsicurl/``. So ``.tif``/``.tiff`` files must start with a TIFF signature
+and are opened with the GTiff driver only (it reads GeoTIFF and COG, and nothing else), inside a
+GDAL environment (``SAFE_GDAL_ENV``) that lists no sibling files (no ``.aux.xml``, ``.ovr``,
+``.msk`` or world-file look-ups) and lets ``/vsicurl/`` open nothing. PNG/JPEG go through PIL.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -18,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.errors import ImageReadError
 from domainvlm.core.files import atomic_write_json
+from domainvlm.core.images import SizedReader
 from PIL import Image, UnidentifiedImageError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -30,16 +40,25 @@ IMAGE_SUFFIXES = RASTERIO_SUFFIXES + PIL_SUFFIXES
 STATISTICS_ROWS_PER_READ = 512
 """Rows read at once while computing statistics: bounds memory on 10980-px Sentinel-2 tiles."""
 
+PIL_MODE_DTYPES = {"1": "bool", "I": "int32", "F": "float32"}
+"""Pixel types of PIL modes other than the 8-bit ones (``I;16`` modes are uint16)."""
+GDAL_DRIVER = "GTiff"
+"""The only GDAL driver a file is opened with: GeoTIFF and COG (a COG is a tiled GeoTIFF)."""
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+"""Classic and BigTIFF, little- and big-endian."""
+SAFE_GDAL_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_PAM_ENABLED": "NO",
+    "CPL_VSIL_CURL_ALLOWED_FILENAME": "/domainvlm/network-access-is-off",
+}
+"""No sibling-file look-ups, no .aux.xml metadata, and /vsicurl/ may open only a name no URL has."""
+
 Bounds = tuple[float, float, float, float]
 
 
-class RasterReadError(DomainVLMError, ValueError):
-    """A raster that cannot be read as asked: corrupt, truncated, missing, or a bad band/window."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+class RasterReadError(ImageReadError):
+    """A raster that cannot be read as asked: corrupt, truncated, missing, not a GeoTIFF/PNG/JPEG,
+    or a bad band/window."""
 
 
 @dataclass
@@ -81,8 +100,41 @@ def read_raster(
 
 
 def image_reader(path: str | Path) -> np.ndarray:
-    """All bands as an HWC array: the reader to register for ``IMAGE_SUFFIXES``."""
+    """All bands as an HWC array in the file's dtype."""
     return read_raster(path).array
+
+
+def header_pixels(path: str | Path) -> int:
+    """Width x height x bands from the header: what decoding the whole file allocates, per pixel."""
+    width, height, bands = raster_shape(path)
+    return width * height * bands
+
+
+RASTER_READER = SizedReader(image_reader, header_pixels)
+"""``core.images.read_image`` checks ``header_pixels`` against its cap before decoding."""
+
+
+@contextmanager
+def open_geotiff(path: Path) -> Iterator[DatasetReader]:
+    """``rasterio.open`` for a local GeoTIFF only: TIFF signature, GTiff driver, ``SAFE_GDAL_ENV``."""
+    resolved = path.resolve()
+    if str(resolved).startswith("/vsi"):
+        raise RasterReadError(path, "GDAL virtual file-system paths (/vsi...) are not opened")
+    try:
+        with resolved.open("rb") as handle:
+            signature = handle.read(4)
+    except OSError as error:
+        raise RasterReadError(path, f"cannot open file: {error.strerror}") from error
+    if signature not in TIFF_SIGNATURES:
+        raise RasterReadError(
+            path,
+            f"not a GeoTIFF (the file starts with {signature!r}, not a TIFF signature); only "
+            "GeoTIFF/COG, PNG and JPEG are read, never VRT or other GDAL formats",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**SAFE_GDAL_ENV), rasterio.open(resolved, driver=GDAL_DRIVER) as src:
+            yield src
 
 
 def _check_bands(path: Path, bands: Sequence[int] | None, count: int) -> list[int]:
@@ -137,18 +189,16 @@ def _read_with_rasterio(
     path: Path, bands: Sequence[int] | None, window: Window | None
 ) -> RasterSample:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                indexes = _check_bands(path, bands, src.count)
-                window = _check_window(path, window, src.width, src.height)
-                boundless = _is_boundless(window, src.width, src.height)
-                fill = src.nodata if src.nodata is not None and not math.isnan(src.nodata) else 0
-                data = src.read(indexes, window=window, boundless=boundless, fill_value=fill)
-                masks = src.read_masks(indexes, window=window, boundless=boundless)
-                georeferenced = src.crs is not None or not src.transform.is_identity
-                crs = src.crs.to_string() if src.crs is not None else None
-                affine, bounds = _window_geometry(src.transform, window)
+        with open_geotiff(path) as src:
+            indexes = _check_bands(path, bands, src.count)
+            window = _check_window(path, window, src.width, src.height)
+            boundless = _is_boundless(window, src.width, src.height)
+            fill = src.nodata if src.nodata is not None and not math.isnan(src.nodata) else 0
+            data = src.read(indexes, window=window, boundless=boundless, fill_value=fill)
+            masks = src.read_masks(indexes, window=window, boundless=boundless)
+            georeferenced = src.crs is not None or not src.transform.is_identity
+            crs = src.crs.to_string() if src.crs is not None else None
+            affine, bounds = _window_geometry(src.transform, window)
     except RasterReadError:
         raise
     except (RasterioError, OSError) as error:
@@ -350,23 +400,41 @@ def _compute_statistics(paths: Sequence[Path], bands: Sequence[int] | None) -> B
     )
 
 
-def raster_shape(path: str | Path) -> tuple[int, int, int]:
-    """``(width, height, band_count)`` of any supported image, reading only its header."""
+@dataclass(frozen=True)
+class RasterInfo:
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    """numpy name of the pixel type (``uint8``, ``uint16``, ``float32``...)."""
+
+
+def raster_info(path: str | Path) -> RasterInfo:
+    """Size, band count and pixel type of any supported image, reading only its header."""
     path = Path(path)
     if not path.is_file():
         raise RasterReadError(path, "file does not exist")
     if path.suffix.lower() in PIL_SUFFIXES:
         try:
             with Image.open(path) as image:
-                return image.width, image.height, len(image.getbands())
+                dtype = PIL_MODE_DTYPES.get(image.mode.split(";")[0], "uint8")
+                if image.mode.startswith("I;16"):
+                    dtype = "uint16"
+                return RasterInfo(image.width, image.height, len(image.getbands()), dtype)
         except (UnidentifiedImageError, OSError) as error:
             raise RasterReadError(path, f"corrupt image: {error}") from error
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                return src.width, src.height, src.count
+        with open_geotiff(path) as src:
+            dtypes = set(src.dtypes)
+            dtype = src.dtypes[0] if len(dtypes) == 1 else np.result_type(*dtypes).name
+            return RasterInfo(src.width, src.height, src.count, dtype)
     except (RasterioError, OSError) as error:
         raise RasterReadError(
             path, f"corrupt or truncated raster: {_gdal_detail(error)}"
         ) from error
+
+
+def raster_shape(path: str | Path) -> tuple[int, int, int]:
+    """``(width, height, band_count)`` of any supported image, reading only its header."""
+    info = raster_info(path)
+    return info.width, info.height, info.bands

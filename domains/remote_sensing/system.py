@@ -16,7 +16,9 @@ from domainvlm.core.checkpoint import read_checkpoint
 from domainvlm.core.ema import EMATeacher
 from domainvlm.core.encoder import Encoder
 from domainvlm.core.errors import CheckpointError, DomainVLMError
+from domainvlm.core.images import read_image
 from domainvlm.core.losses import DINOLoss, LogitScale, clip_loss
+from domainvlm.core.model_input import InputAdjustment, ModelInput, fit_to_model
 from domainvlm.core.system import CHECKPOINT_KEY, BaseSystem
 from domainvlm.core.tokenizers import build_tokenizer
 from domainvlm.core.towers.clip import build_clip
@@ -27,7 +29,7 @@ from domainvlm.core.transforms import ImageTransform
 from domainvlm.core.zeroshot import ZeroShotClassifier
 from domainvlm.domains.remote_sensing.knowledge import knowledge_records
 from domainvlm.domains.remote_sensing.model import ClassifierHead, SemanticExperts
-from domainvlm.domains.remote_sensing.rasters import read_raster
+from domainvlm.domains.remote_sensing.rasters import RASTER_READER
 from domainvlm.domains.remote_sensing.templates import templates
 from domainvlm.retrieval_db import KnowledgeBase
 from torch import Tensor, nn
@@ -146,7 +148,10 @@ class RSMCLIP(BaseSystem):
             total = int(self.trainer.estimated_stepping_batches)
             self.teacher.update(self.student, self.global_step, total)
 
-    def encoder(self) -> Encoder:
+    def encoder(self, adjustment: InputAdjustment | None = None) -> Encoder:
+        """Images load through ``core.images.read_image`` (capped, GeoTIFF/PNG/JPEG only) and are
+        checked against the training files' bands and pixel type, unless ``adjustment`` says how
+        a different file maps onto them."""
         pre = self.preprocessing
         transform = ImageTransform(
             pre["image_size"],
@@ -154,10 +159,11 @@ class RSMCLIP(BaseSystem):
             pre["std"],
             max_pixel_value=pre.get("max_pixel_value", 255.0),
         )
-        bands = pre.get("bands")
+        model_input = ModelInput.from_preprocessing(pre)
 
         def load_image(path: str | Path) -> Tensor:
-            return transform(read_raster(path, bands).array)
+            array = read_image(path, reader=RASTER_READER)
+            return transform(fit_to_model(array, path, model_input, adjustment))
 
         return Encoder(
             name=f"remote_sensing:{self.hparams.model_name}",
