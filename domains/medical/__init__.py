@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from domainvlm.core.registry import DomainPlugin
-from domainvlm.domains.medical.dicom import image_reader
+from domainvlm.domains.medical.dicom import IMAGE_READER
 from domainvlm.domains.medical.evaluation_data import (
     answer_questions,
     retrieval_data,
@@ -26,7 +26,7 @@ PLUGIN = DomainPlugin(
     ),
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "medical",
     write_sample=write_sample,
-    image_readers={suffix: image_reader for suffix in (".dcm", ".dicom")},
+    image_readers={suffix: IMAGE_READER for suffix in (".dcm", ".dicom")},
     knowledge_from_data=report_records,
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
