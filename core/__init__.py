@@ -2,5 +2,5 @@
 
 import os
 
-# albumentations calls PyPI for an update check at import unless told not to (DESIGN.md §2).
+# albumentations calls PyPI for an update check at import unless told not to (docs/dependencies.md).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

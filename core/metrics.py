@@ -1,6 +1,6 @@
 """Zero-shot classification and retrieval metrics, named and defined as CLIP_benchmark does.
 
-Keeping CLIP_benchmark's definitions (DESIGN.md §4) makes our numbers comparable with published
+CLIP_benchmark's definitions (docs/evaluation.md) make our numbers comparable with published
 tables: ``acc1``/``acc5`` are top-k accuracy, ``mean_per_class_recall`` is balanced accuracy over the
 classes present, retrieval recall@k counts a hit when any positive is in the top k.
 """

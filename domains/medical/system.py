@@ -1,4 +1,4 @@
-"""M3AE pretraining (MLM + MIM + ITM) and VQA fine-tuning as LightningModules (DESIGN.md §5).
+"""M3AE pretraining (MLM + MIM + ITM) and VQA fine-tuning as LightningModules (docs/medical.md).
 
 Two ways to run the pretraining objectives (``passes``):
 

@@ -2,7 +2,7 @@
 
 ``L = L_clip + λ·L_sd``: the symmetric InfoNCE between images and captions (any of the ten
 languages per step) plus DINO self-distillation, where the student image tower sees global and
-local crops and an EMA teacher sees the global crops only (DESIGN.md §5).
+local crops and an EMA teacher sees the global crops only (docs/remote_sensing.md).
 """
 
 from __future__ import annotations
