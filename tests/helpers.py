@@ -99,10 +99,11 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, list
 
 
 def fit_briefly(config: Path, out_dir: Path, data: dict, model: dict | None = None) -> Path:
-    """Two training steps of a shipped config through ``domainvlm fit``, as a user runs it.
+    """Two training steps of a shipped config through ``domainvlm fit``, as a user runs it, with
+    ``out_dir`` as the working directory; returns the run's ``last.ckpt``.
 
     ``data`` and ``model`` update the config's ``init_args``; the config actually run is written
-    to ``out_dir`` and returned.
+    to ``out_dir``, and the run directory is the config's, under ``out_dir``.
     """
     from domainvlm.core.cli import main
 
@@ -115,8 +116,10 @@ def fit_briefly(config: Path, out_dir: Path, data: dict, model: dict | None = No
     settings["data"]["init_args"].update(data)
     path = out_dir / config.name
     path.write_text(yaml.safe_dump(settings))
-    assert main(["fit", "--config", str(path)]) == 0
-    return path
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(out_dir)
+        assert main(["fit", "--config", str(path)]) == 0
+    return out_dir / settings["trainer"]["default_root_dir"] / "checkpoints" / "last.ckpt"
 
 
 def clustered(n: int, dim: int, seed: int = 0, clusters: int = 20) -> np.ndarray:

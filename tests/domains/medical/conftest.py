@@ -17,9 +17,6 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pretrained(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("pretrain")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        config = CONFIGS / "medical" / "tiny_pretrain.yaml"
-        fit_briefly(config, workdir, {"root": str(sample_root), "batch_size": 8})
-    return workdir / "runs/medical/tiny_pretrain/checkpoints/last.ckpt"
+    config = CONFIGS / "medical" / "tiny_pretrain.yaml"
+    data = {"root": str(sample_root), "batch_size": 8}
+    return fit_briefly(config, tmp_path_factory.mktemp("pretrain"), data)

@@ -44,23 +44,20 @@ def test_itm_scores_drive_zero_shot_classification(pretrained, sample_root):
     assert encoder.encode_images(image[None]).shape == encoder.encode_texts(["x"]).shape == (1, 64)
 
 
-def test_vqa_fit_starts_from_the_pretrained_backbone(
-    pretrained, sample_root, tmp_path, monkeypatch
-):
+def test_vqa_fit_starts_from_the_pretrained_backbone(pretrained, sample_root, tmp_path):
     pretrained_state = torch.load(pretrained, map_location="cpu", weights_only=True)["state_dict"]
     system = M3AEVQASystem(classes=["yes", "no"], init_from=str(pretrained))
     system.load_backbone(str(pretrained))
     for name, value in system.backbone.state_dict().items():
         assert torch.equal(value, pretrained_state[f"backbone.{name}"]), name
 
-    monkeypatch.chdir(tmp_path)
-    fit_briefly(
+    checkpoint = fit_briefly(
         CONFIGS / "medical" / "tiny_vqa.yaml",
         tmp_path,
         {"root": str(sample_root), "batch_size": 8},
         {"init_from": str(pretrained)},
     )
-    tuned = load_system(tmp_path / "runs/medical/tiny_vqa/checkpoints/last.ckpt")
+    tuned = load_system(checkpoint)
     datamodule = MedicalVQADataModule(root=str(sample_root), batch_size=4)
     assert tuned.hparams.classes == datamodule.classes()
     batch = next(iter(datamodule.loader("test")))

@@ -64,11 +64,9 @@ def test_teacher_follows_student_by_ema(sample_root):
         assert not param.requires_grad
 
 
-def test_tiny_config_fits_and_checkpoint_rebuilds_an_encoder(sample_root, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    fit_briefly(CONFIG, tmp_path, {"root": str(sample_root), "batch_size": 8, "num_workers": 0})
-
-    system = load_system(tmp_path / "runs/remote_sensing/tiny/checkpoints/last.ckpt")
+def test_tiny_config_fits_and_checkpoint_rebuilds_an_encoder(sample_root, tmp_path):
+    data = {"root": str(sample_root), "batch_size": 8, "num_workers": 0}
+    system = load_system(fit_briefly(CONFIG, tmp_path, data))
     encoder = system.encoder()
     geotiff = next((sample_root / "scene_classes").rglob("*.tif"))
     image = encoder.load_image(geotiff)
