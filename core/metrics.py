@@ -144,3 +144,45 @@ def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> 
     targets = torch.as_tensor(targets, dtype=torch.long)
     flat = torch.bincount(targets * num_classes + predictions, minlength=num_classes**2)
     return flat.reshape(num_classes, num_classes).numpy()
+
+
+def macro_f1(predictions: Tensor, targets: Tensor) -> float:
+    """Mean F1 over the classes present in the targets or the predictions (scikit-learn's
+    ``f1_score(average="macro")``, the surgical phase-recognition convention)."""
+    predictions = torch.as_tensor(predictions, dtype=torch.long)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    scores = []
+    for label in torch.cat([targets, predictions]).unique():
+        true_positive = ((predictions == label) & (targets == label)).sum().item()
+        predicted, actual = (predictions == label).sum().item(), (targets == label).sum().item()
+        scores.append(2 * true_positive / (predicted + actual))
+    return float(np.mean(scores))
+
+
+def grouped_metrics(predictions: Tensor, targets: Sequence[int], groups: Sequence[str]) -> dict:
+    """Accuracy and macro-F1 per group (a video), then their means over groups.
+
+    Video protocols (surgical phase recognition) weight every video equally, whatever its length;
+    ``per_group`` keeps each group's numbers for a per-video table.
+    """
+    predictions = torch.as_tensor(predictions, dtype=torch.long)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    if len(groups) != len(targets) or predictions.shape != targets.shape:
+        raise ValueError(
+            f"need one prediction, target and group per sample, got {tuple(predictions.shape)}, "
+            f"{tuple(targets.shape)} and {len(groups)}"
+        )
+    per_group = {}
+    for group in dict.fromkeys(groups):
+        rows = torch.tensor([g == group for g in groups])
+        per_group[group] = {
+            "accuracy": (predictions[rows] == targets[rows]).double().mean().item(),
+            "macro_f1": macro_f1(predictions[rows], targets[rows]),
+            "num_samples": int(rows.sum()),
+        }
+    return {
+        "mean_group_accuracy": float(np.mean([g["accuracy"] for g in per_group.values()])),
+        "mean_group_macro_f1": float(np.mean([g["macro_f1"] for g in per_group.values()])),
+        "num_groups": len(per_group),
+        "per_group": per_group,
+    }
