@@ -25,6 +25,7 @@ from domainvlm.core.encoder import Encoder
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.images import ImageTooLargeError, pixel_limit
 from domainvlm.core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
+from domainvlm.core.service_docs import add_offline_docs
 from domainvlm.core.zeroshot import ZeroShotClassifier, templates_for
 from domainvlm.retrieval_db import FilterError, KnowledgeBase, KnowledgeBaseError
 from fastapi import FastAPI, File, Form, UploadFile
@@ -139,7 +140,10 @@ def create_app(
         title="domainvlm",
         summary="Zero-shot classification and knowledge-base search",
         version="1",
+        docs_url=None,  # served offline by add_offline_docs
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.add_middleware(RequestGuard, token=token, max_body=limits.max_upload_bytes)
     _add_error_handlers(app)
 
