@@ -64,20 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "vqa", help="question answering accuracy, overall and per answer type, beside the majority"
     )
     for task in (zeroshot, retrieval, vqa):
-        task.add_argument(
-            "--config", action=LoadConfig, help="YAML file of these options (flags after it win)"
-        )
-        task.add_argument("--checkpoint", help="checkpoint or openclip:/hf-hub: spec (required)")
-        task.add_argument("--data", type=Path, help="dataset root or file (required)")
+        add_shared_arguments(task)
         task.add_argument("--domain", help="domain of --data (default: the checkpoint's domain)")
-        task.add_argument("--split", default="test", help="split of a domain dataset root")
-        task.add_argument("--batch-size", type=int, default=32)
-        add_device_argument(task)
+    for task in (zeroshot, retrieval):
         add_input_arguments(task)
-        task.add_argument("--out", type=Path, help="also write the JSON result to this file")
-        task.add_argument(
-            "--table", action="store_true", help="print a per-language table instead of JSON"
-        )
     retrieval.add_argument(
         "--rerank",
         type=int,
@@ -108,6 +98,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_domain_evaluations(tasks)
 
 
+def add_shared_arguments(task: argparse.ArgumentParser) -> None:
+    """The options of every eval task, the domains' own included."""
+    task.add_argument(
+        "--config", action=LoadConfig, help="YAML file of these options (flags after it win)"
+    )
+    task.add_argument("--checkpoint", help="checkpoint or openclip:/hf-hub: spec (required)")
+    task.add_argument("--data", type=Path, help="dataset root or file (required)")
+    task.add_argument("--split", default="test", help="split of a domain dataset root")
+    task.add_argument("--batch-size", type=int, default=32)
+    add_device_argument(task)
+    task.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    task.add_argument(
+        "--table", action="store_true", help="print a table (per language where there are several)"
+    )
+
+
 def add_domain_evaluations(tasks: argparse._SubParsersAction) -> None:
     """Each installed domain's own eval tasks (``DomainPlugin.evaluations``), with the shared
     options; a name already taken is left to its first owner."""
@@ -116,14 +122,7 @@ def add_domain_evaluations(tasks: argparse._SubParsersAction) -> None:
             if name in tasks.choices:
                 continue
             task = tasks.add_parser(name, help=f"{evaluation.help} ({plugin.name})")
-            task.add_argument("--config", action=LoadConfig, help="YAML file of these options")
-            task.add_argument("--checkpoint", help="checkpoint (required)")
-            task.add_argument("--data", type=Path, help="dataset root (required)")
-            task.add_argument("--split", default="test", help="split of the dataset")
-            task.add_argument("--batch-size", type=int, default=32)
-            add_device_argument(task)
-            task.add_argument("--out", type=Path, help="also write the JSON result to this file")
-            task.add_argument("--table", action="store_true", help="print a table instead of JSON")
+            add_shared_arguments(task)
             evaluation.add_arguments(task)
             task.set_defaults(domain_evaluation=(plugin.name, name))
 
@@ -162,8 +161,6 @@ def evaluate_vqa_checkpoint(args: argparse.Namespace) -> dict:
     from domainvlm.core.encoder_loader import resolve_device
     from domainvlm.core.vqa import evaluate_vqa
 
-    if input_adjustment(args) is not None:
-        raise EvaluationDataError("--bands/--rescale apply to zeroshot and retrieval, not vqa")
     system = load_system(args.checkpoint).to(resolve_device(args.device))
     plugin = resolve_domain(args.domain, type(system).__module__)
     return evaluate_vqa(system, plugin, args.data, args.split, args.batch_size)
