@@ -2,8 +2,9 @@
 
 Specs: a checkpoint path (``run/last.ckpt``), ``openclip:<model>[:<tag or weights file>]``,
 ``hf-hub:<org/repo>`` or ``local-dir:<folder>``. ``Encoder.name`` is always a spec that rebuilds
-the same encoder (paths made absolute), so a knowledge base can record it and ``kb search`` can
-rebuild its encoder from the manifest alone.
+the same encoder (paths made absolute), so a knowledge base can record it as provenance and
+``kb search`` can rebuild its encoder from the manifest alone; identity is the weights' hash
+(``Encoder.identity``), so the same weights under another path are the same encoder.
 """
 
 from __future__ import annotations

@@ -87,6 +87,10 @@ class DomainPlugin:
     knowledge_from_data: Callable[[Path], list[dict]] | None = None
     """``knowledge_from_data(root)``: records read from a dataset root, for domains whose knowledge
     is their data's own texts (radiology reports); ``kb build --domain D --data ROOT``."""
+    knowledge_queries: Callable[[Path | None], list[dict]] | None = None
+    """``knowledge_queries(root or None)``: queries of the kind users search the domain's knowledge
+    base with (records holding a ``text``, or an ``image`` path relative to ``root``), none of
+    them stored in it; ``kb build --domain`` tunes the index and measures its recall with them."""
     image_readers: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
     """File suffix (".tif", ".dcm", ...) → reader returning an HWC numpy array."""
     zeroshot_data: Callable[[Path, str, str], ZeroShotData] | None = None

@@ -70,6 +70,31 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], batch_size: int = 256) -
     return torch.cat(rows)
 
 
+def recall_queries(
+    encoder: Encoder,
+    texts: Sequence[str] | None = None,
+    images: ImageInput | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Held-out queries of the kind users will send, as keyword arguments for
+    ``KnowledgeBase.from_vectors`` or ``compact``, so the recall it records is the one they get::
+
+        KnowledgeBase.from_vectors(vectors, records, encoder=encoder.identity(),
+                                   **recall_queries(encoder, texts=held_out_captions))
+    """
+    if (texts is None) == (images is None):
+        raise ValueError("recall queries: give either texts or images")
+    if texts is not None:
+        return {
+            "recall_queries": embed_texts(encoder, list(texts), batch_size).numpy(),
+            "recall_query_kind": "text",
+        }
+    return {
+        "recall_queries": embed_images(encoder, images, batch_size).numpy(),
+        "recall_query_kind": "image",
+    }
+
+
 def rank(queries: Tensor, gallery: Tensor, k: int) -> list[list[Match]]:
     """The ``k`` most similar gallery rows (cosine of unit vectors) for every query row."""
     scores = queries.float() @ gallery.float().T

@@ -129,9 +129,14 @@ def create_app(
     limits: ServiceLimits = ServiceLimits(),
     allow_encoder_mismatch: bool = False,
 ) -> FastAPI:
-    """The app; a knowledge base built with another encoder is refused here, at startup."""
+    """The app; a knowledge base built with another encoder is refused here, at startup.
+
+    ``GET /v1/health`` names the encoder by its identity hash only: its ``name`` holds server
+    paths (a checkpoint's absolute path), which are nobody's business but the operator's.
+    """
+    identity = encoder.identity()
     searchers = {
-        name: KnowledgeBaseSearch(encoder, kb, allow_encoder_mismatch)
+        name: KnowledgeBaseSearch(encoder, kb, allow_encoder_mismatch, identity)
         for name, kb in (knowledge_bases or {}).items()
     }
     classifier = ZeroShotClassifier(encoder)
@@ -149,7 +154,11 @@ def create_app(
 
     @app.get("/v1/health")
     async def health() -> dict:
-        return {"status": "ok", "encoder": encoder.name, "knowledge_bases": sorted(searchers)}
+        return {
+            "status": "ok",
+            "encoder": {"sha256": identity["sha256"]},
+            "knowledge_bases": sorted(searchers),
+        }
 
     @app.post("/v1/zeroshot")
     def zeroshot(

@@ -7,6 +7,11 @@
     domainvlm kb search DIR --image scene.tif -k 5
     domainvlm kb info DIR
 
+The recall a build records is measured with held-out queries of the kind users send: a JSONL
+file of them (--recall-queries), else the domain's own (e.g. concept names in the prompt templates
+for remote sensing, scans for radiology reports), else held-out stored vectors; the manifest's
+`recall.query_kind` says which (text, image or stored).
+
 A JSONL line holds "text" or "image" (a path relative to the file) plus any metadata. The knowledge
 base records which encoder made its vectors (the hash of its weights and preprocessing, plus the
 spec it was loaded from as provenance); `kb search` rebuilds that encoder from the recorded spec
@@ -58,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(build)
     add_input_arguments(build)
     build.add_argument("--index-factory", help="force a FAISS factory string (default: by size)")
+    build.add_argument(
+        "--recall-queries",
+        type=Path,
+        help='JSONL of held-out queries of the kind users will send ({"text"|"image": ...}, all '
+        "one kind): they tune the index and measure the recall recorded (default: the domain's "
+        "own queries when it has them, else held-out stored vectors)",
+    )
 
     search = actions.add_parser("search", help="print the best matches as JSON lines")
     search.add_argument("directory", type=Path)
@@ -96,10 +108,23 @@ def build(args: argparse.Namespace) -> int:
     if args.data is not None and not args.domain:
         raise KnowledgeBaseCommandError("--data names a domain's dataset: use it with --domain")
     records = domain_records(args.domain, args.data) if args.domain else read_jsonl(args.jsonl)
+    queries = recall_query_records(args)
     encoder = load_encoder(args.checkpoint, args.device, input_adjustment(args))
     vectors = embed_records(encoder, records, args.jsonl, args.batch_size, args.data)
+    recall_options = {}
+    if queries is not None:
+        recall_options = {
+            "recall_queries": embed_records(
+                encoder, queries, args.recall_queries, args.batch_size, args.data
+            ),
+            "recall_query_kind": "image" if "image" in queries[0] else "text",
+        }
     knowledge_base = KnowledgeBase.from_vectors(
-        vectors, records, encoder=encoder.identity(), index_factory=args.index_factory
+        vectors,
+        records,
+        encoder=encoder.identity(),
+        index_factory=args.index_factory,
+        **recall_options,
     )
     manifest = knowledge_base.save(args.out)
     if encoder.name.startswith("openclip:") and encoder.name.count(":") == 1:
@@ -110,7 +135,8 @@ def build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     summary = {"out": str(args.out), "count": manifest.count, "index": manifest.index.factory}
-    summary |= {"recall": manifest.recall.value, "encoder": manifest.encoder["name"]}
+    summary |= {"recall": manifest.recall.value, "recall_queries": manifest.recall.query_kind}
+    summary |= {"encoder": manifest.encoder["name"]}
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 
@@ -132,6 +158,32 @@ def domain_records(name: str, data: Path | None) -> list[dict]:
             "--data ROOT (its dataset root, e.g. the folder `domainvlm sample-data` wrote)"
         )
     raise KnowledgeBaseCommandError(f"domain {plugin.name!r} has no knowledge source")
+
+
+def recall_query_records(args: argparse.Namespace) -> list[dict] | None:
+    """Held-out queries for the recall a build records: ``--recall-queries``, else the domain's
+    ``knowledge_queries`` (``None``: held-out stored vectors stand in). A seeded sample of at
+    most as many as the index tunes and measures with, so no more are embedded."""
+    import random
+
+    from domainvlm.retrieval_db.index import TUNING_QUERIES
+
+    if args.recall_queries is not None:
+        queries, where = read_jsonl(args.recall_queries), str(args.recall_queries)
+    elif args.domain and get_domain(args.domain).knowledge_queries is not None:
+        queries = get_domain(args.domain).knowledge_queries(args.data)
+        where = f"domain {args.domain!r}'s knowledge queries"
+    else:
+        return None
+    kinds = {"image" if "image" in query else "text" for query in queries}
+    if len(kinds) != 1 or len(queries) < 2:
+        raise KnowledgeBaseCommandError(
+            f"{where}: recall queries must be at least 2, all texts or all images (the recall "
+            f"is recorded for one kind of query); got {len(queries)} of kinds {sorted(kinds)}"
+        )
+    if len(queries) > 2 * TUNING_QUERIES:
+        queries = random.Random(0).sample(queries, 2 * TUNING_QUERIES)
+    return queries
 
 
 def read_jsonl(path: Path) -> list[dict]:

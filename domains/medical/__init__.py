@@ -10,7 +10,7 @@ from domainvlm.domains.medical.evaluation_data import (
     vqa_data,
     zeroshot_data,
 )
-from domainvlm.domains.medical.knowledge import report_records
+from domainvlm.domains.medical.knowledge import image_queries, report_records
 from domainvlm.domains.medical.sample import write_sample
 from domainvlm.domains.medical.templates import templates
 
@@ -28,6 +28,7 @@ PLUGIN = DomainPlugin(
     write_sample=write_sample,
     image_readers={suffix: IMAGE_READER for suffix in (".dcm", ".dicom")},
     knowledge_from_data=report_records,
+    knowledge_queries=image_queries,
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
     vqa_data=vqa_data,

@@ -106,3 +106,23 @@ def report_records(root: str | Path) -> list[dict[str, Any]]:
             "ROCO-layout folder or `domainvlm sample-data medical --out DIR`"
         )
     return records
+
+
+def image_queries(root: str | Path | None) -> list[dict[str, Any]]:
+    """The dataset's images as the queries of a report base (``kb search --image scan.dcm``):
+    another modality than the stored reports, so the recall ``kb build`` records is the one an
+    image search gets. Paths are relative to ``root``, as record ``image_file`` is."""
+    if root is None:
+        raise DataRootError("the medical knowledge queries are a dataset's images: pass --data")
+    root = Path(root)
+    queries, seen = [], set()
+    for split in KNOWLEDGE_SPLITS:
+        try:
+            cases = read_cases(root, split)
+        except DataRootError:
+            continue
+        for case in cases:
+            if case.id not in seen:
+                seen.add(case.id)
+                queries.append({"image": case.image.relative_to(root).as_posix()})
+    return queries

@@ -4,7 +4,11 @@ from pathlib import Path
 
 from domainvlm.core.registry import DomainPlugin
 from domainvlm.domains.remote_sensing.evaluation_data import retrieval_data, zeroshot_data
-from domainvlm.domains.remote_sensing.knowledge import LANGUAGES, knowledge_records
+from domainvlm.domains.remote_sensing.knowledge import (
+    LANGUAGES,
+    knowledge_queries,
+    knowledge_records,
+)
 from domainvlm.domains.remote_sensing.rasters import RASTER_READER
 from domainvlm.domains.remote_sensing.sample import write_sample
 from domainvlm.domains.remote_sensing.templates import templates
@@ -22,6 +26,7 @@ PLUGIN = DomainPlugin(
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "remote_sensing",
     write_sample=write_sample,
     knowledge_source=knowledge_records,
+    knowledge_queries=knowledge_queries,
     image_readers={".tif": RASTER_READER, ".tiff": RASTER_READER},
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,

@@ -213,3 +213,16 @@ def knowledge_records(languages: Iterable[str] = LANGUAGES, path: Path | None = 
                 }
             )
     return records
+
+
+def knowledge_queries(root: Path | None = None) -> list[dict]:
+    """Text queries of the kind users search the concept base with, one per (concept, language):
+    the name in one of that language's zero-shot templates ("an aerial photo of harbor."), never
+    a stored text (records hold "<name>: <description>"). ``root`` is unused: concepts ship."""
+    from domainvlm.domains.remote_sensing.templates import templates  # it imports LANGUAGES
+
+    queries = []
+    for number, record in enumerate(knowledge_records()):
+        prompts = templates(record["lang"])
+        queries.append({"text": prompts[number % len(prompts)].format(record["name"])})
+    return queries

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from domainvlm.core.cli import main
@@ -17,6 +18,7 @@ from domainvlm.core.retrieval import (
     images_for_texts,
     parse_filters,
     rank,
+    recall_queries,
     rerank,
     texts_for_images,
 )
@@ -115,6 +117,24 @@ def test_a_long_any_of_filter_from_the_command_line_still_searches():
     ]
     with pytest.raises(FilterError, match="at most 64 fields, got 100"):
         searcher.search_text("red", where=parse_filters([f"f{i}=1" for i in range(100)]))
+
+
+def test_recall_queries_of_the_users_kind_go_into_the_manifest(pngs: list[Path]):
+    encoder = ColourSystem().encoder()
+    texts = ["red roof", "green forest", "blue lake", "red car", "blue sky"]
+    vectors = embed_texts(encoder, texts).numpy()
+    records = [{"text": text} for text in texts]
+    by_image = KnowledgeBase.from_vectors(
+        vectors, records, encoder=encoder.identity(), **recall_queries(encoder, images=pngs)
+    )
+    assert (by_image.recall.query_kind, by_image.recall.queries) == ("image", 2)
+    by_text = recall_queries(encoder, texts=["a red thing", "something blue"])
+    assert by_text["recall_query_kind"] == "text"
+    np.testing.assert_allclose(
+        by_text["recall_queries"], embed_texts(encoder, ["a red thing", "something blue"])
+    )
+    with pytest.raises(ValueError, match="either texts or images"):
+        recall_queries(encoder)
 
 
 def test_knowledge_base_refuses_another_encoder_unless_allowed():

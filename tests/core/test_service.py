@@ -49,7 +49,11 @@ def classify(client: TestClient, image: bytes, classes: str = "red,green,blue", 
 def test_health_and_openapi(client: TestClient, encoder):
     response = client.get("/v1/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "encoder": "colour", "knowledge_bases": ["concepts"]}
+    assert response.json() == {
+        "status": "ok",
+        "encoder": {"sha256": encoder.identity()["sha256"]},
+        "knowledge_bases": ["concepts"],
+    }
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/zeroshot", "/v1/search", "/v1/health"} <= set(paths)
 

@@ -123,6 +123,7 @@ PLUGIN = DomainPlugin(
     configs_dir=Path(__file__).parent,
     write_sample=lambda out_dir, **kwargs: out_dir,
     knowledge_source=knowledge,
+    knowledge_queries=lambda root: [{"text": "something red"}, {"text": "a blue thing"}],
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
     vqa_data=vqa_data,

@@ -10,7 +10,7 @@ import pytest
 from domainvlm.core.checkpoint import load_system
 from domainvlm.core.errors import DataRootError
 from domainvlm.domains.medical.dicom import SAFE_TAGS, read_dicom, read_dicom_meta
-from domainvlm.domains.medical.knowledge import RECORD_TAGS, report_records
+from domainvlm.domains.medical.knowledge import RECORD_TAGS, image_queries, report_records
 from domainvlm.domains.medical.sample import FAKE_BIRTH_DATE, FAKE_PATIENT_NAME
 from PIL import Image
 
@@ -69,6 +69,15 @@ def test_records_keep_findings_and_impression_only(tmp_path: Path):
         report_records(tmp_path / "images")
 
 
+def test_knowledge_queries_are_the_datasets_scans(sample_root: Path):
+    queries = image_queries(sample_root)
+    records = report_records(sample_root)
+    assert [query["image"] for query in queries] == [record["image_file"] for record in records]
+    assert all((sample_root / query["image"]).is_file() for query in queries)
+    with pytest.raises(DataRootError, match="pass --data"):
+        image_queries(None)
+
+
 def test_kb_build_and_image_search_round_trip(
     pretrained: Path, sample_root: Path, tmp_path: Path, capsys
 ):
@@ -79,6 +88,7 @@ def test_kb_build_and_image_search_round_trip(
     )  # fmt: skip
     summary = json.loads(lines[0])
     assert code == 0 and summary["count"] == 36 and summary["recall"] == 1.0
+    assert summary["recall_queries"] == "image"  # the scans, through the image tower
 
     query = sample_root / "images" / "SYN_0004.dcm"
     code, lines, _ = run_cli(

@@ -10,6 +10,7 @@ from domainvlm.domains.remote_sensing.knowledge import (
     ConceptsFileError,
     class_names,
     concept_for_label,
+    knowledge_queries,
     knowledge_records,
     load_concepts,
 )
@@ -260,3 +261,12 @@ def test_unreadable_json_names_the_file(tmp_path: Path) -> None:
     path.write_text("[{", encoding="utf-8")
     with pytest.raises(ConceptsFileError, match="broken.json: cannot read concepts"):
         load_concepts(path)
+
+
+def test_knowledge_queries_name_every_concept_in_a_template_never_a_stored_text() -> None:
+    records = knowledge_records()
+    queries = [query["text"] for query in knowledge_queries()]
+    assert len(queries) == len(records) == len(set(queries))
+    assert not set(queries) & {record["text"] for record in records}
+    assert queries[0] == "a satellite photo of annual cropland."
+    assert all(record["name"] in query for record, query in zip(records, queries))
