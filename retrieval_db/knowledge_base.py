@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+from domainvlm.retrieval_db.building import BuildOptions, build, checked_recall_queries
 from domainvlm.retrieval_db.encoding import encode_in_batches, prepare_vectors
 from domainvlm.retrieval_db.errors import EncoderMismatchError
 from domainvlm.retrieval_db.gpu import resolve_use_gpu, to_gpu
 from domainvlm.retrieval_db.index import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     DEFAULT_TARGET_RECALL,
-    RECALL_K,
-    STORED_QUERIES,
-    BuiltIndex,
-    build_index,
 )
 from domainvlm.retrieval_db.locking import ReadWriteLock
 from domainvlm.retrieval_db.manifest import (
@@ -49,15 +46,6 @@ from domainvlm.retrieval_db.searching import Hit, SearchState
 
 Encode = Callable[[list[str]], Any]
 """``encode(batch of texts or image paths) -> array [len(batch), dim]``."""
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    metric: str = "cosine"
-    index_factory: str | None = None
-    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
-    target_recall: float = DEFAULT_TARGET_RECALL
-    seed: int = 0
 
 
 class KnowledgeBase:
@@ -122,12 +110,16 @@ class KnowledgeBase:
         vectors = prepare_vectors(vectors, metric, None, "vectors")
         if len(records) != len(vectors):
             raise ValueError(f"{len(vectors)} vectors but {len(records)} metadata records")
-        queries = _recall_queries(recall_queries, recall_query_kind, metric, vectors.shape[1])
+        queries = checked_recall_queries(
+            recall_queries, recall_query_kind, metric, vectors.shape[1]
+        )
         ids = np.arange(len(vectors), dtype=np.int64)
         metadata = MetadataStore.empty()
         metadata.insert(ids, records)
-        options = BuildOptions(metric, index_factory, memory_budget_bytes, target_recall, seed)
-        built = _build(vectors, ids, options, queries)
+        options = BuildOptions(
+            metric, index_factory, memory_budget_bytes, target_recall, seed, *queries
+        )
+        built, index_info, recall = build(vectors, ids, options)
         state = SearchState(
             index=built.index,
             kind=built.kind,
@@ -142,8 +134,8 @@ class KnowledgeBase:
         return cls(
             state=state,
             encoder=identity,
-            built=_index_info(built, options),
-            recall=_recall_info(built, target_recall, len(vectors)),
+            built=index_info,
+            recall=recall,
             created_at=_now(),
             use_gpu=use_gpu,
         )
@@ -323,7 +315,9 @@ class KnowledgeBase:
         factory was forced), re-tuned and with freshly measured recall (with ``recall_queries``
         as in ``from_vectors``, else with held-out stored vectors). Searches continue against
         the old index meanwhile."""
-        queries = _recall_queries(recall_queries, recall_query_kind, self.metric, self.dimension)
+        queries = checked_recall_queries(
+            recall_queries, recall_query_kind, self.metric, self.dimension
+        )
         with self._writer:
             with self._rw.reading():
                 state = self._state
@@ -335,8 +329,10 @@ class KnowledgeBase:
                 index_factory=info.factory if info.forced else None,
                 memory_budget_bytes=info.memory_budget_bytes,
                 target_recall=self._recall.target,
+                recall_queries=queries[0],
+                recall_query_kind=queries[1],
             )
-            built = _build(vectors, ids, options, queries)
+            built, index_info, recall = build(vectors, ids, options)
             with self._rw.writing():
                 self._state = replace(
                     state,
@@ -347,8 +343,8 @@ class KnowledgeBase:
                     ids=ids,
                     deleted=np.empty(0, dtype=np.int64),
                 )
-                self._index_info = _index_info(built, options)
-                self._recall = _recall_info(built, options.target_recall, len(ids))
+                self._index_info = index_info
+                self._recall = recall
                 self._index_mapped = False
 
     # ------------------------------------------------------------------------------ save/load
@@ -437,66 +433,6 @@ class KnowledgeBase:
         with self._rw.writing():
             self._state = replace(self._state, index=index)
             self._index_mapped = False
-
-
-def _recall_queries(
-    queries: Any | None, kind: str | None, metric: str, dimension: int
-) -> tuple[np.ndarray, str] | None:
-    if queries is None:
-        if kind is not None:
-            raise ValueError("recall_query_kind labels recall_queries, but none were given")
-        return None
-    if not isinstance(kind, str) or not kind or kind == STORED_QUERIES:
-        raise ValueError(
-            "recall_queries need recall_query_kind, a label for their kind such as 'text' or "
-            f"'image' (not {STORED_QUERIES!r}, which means held-out stored vectors), got {kind!r}"
-        )
-    array = prepare_vectors(queries, metric, dimension, "recall queries")
-    if len(array) < 2:
-        raise ValueError(
-            f"recall queries: need at least 2 (half tune, half measure), got {len(array)}"
-        )
-    return array, kind
-
-
-def _build(
-    vectors: np.ndarray,
-    ids: np.ndarray,
-    options: BuildOptions,
-    queries: tuple[np.ndarray, str] | None = None,
-) -> BuiltIndex:
-    return build_index(
-        vectors,
-        ids,
-        metric=options.metric,
-        factory=options.index_factory,
-        memory_budget_bytes=options.memory_budget_bytes,
-        target_recall=options.target_recall,
-        seed=options.seed,
-        queries=queries[0] if queries else None,
-        query_kind=queries[1] if queries else STORED_QUERIES,
-    )
-
-
-def _index_info(built: BuiltIndex, options: BuildOptions) -> IndexInfo:
-    return IndexInfo(
-        kind=built.kind,
-        factory=built.factory,
-        search_params=built.search_params,
-        forced=options.index_factory is not None,
-        memory_budget_bytes=options.memory_budget_bytes,
-    )
-
-
-def _recall_info(built: BuiltIndex, target: float, count: int) -> RecallInfo:
-    return RecallInfo(
-        k=RECALL_K,
-        value=built.recall,
-        target=target,
-        queries=built.recall_queries,
-        measured_at_count=count,
-        query_kind=built.query_kind,
-    )
 
 
 def _now() -> str:
