@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from domainvlm.core.checkpoint import load_system
+from domainvlm.core.encoder_loader import load_encoder
 from domainvlm.core.errors import DataRootError
 from domainvlm.domains.medical.dicom import SAFE_TAGS, read_dicom, read_dicom_meta
 from domainvlm.domains.medical.knowledge import RECORD_TAGS, image_queries, report_records
@@ -126,3 +128,12 @@ def test_kb_build_asks_for_the_dataset_when_the_domain_needs_one(
         "--checkpoint", pretrained, "--out", tmp_path / "kb",
     )  # fmt: skip
     assert code == 1 and "use it with --domain" in err
+
+
+def test_a_copied_checkpoint_keeps_its_identity(pretrained: Path, tmp_path: Path):
+    """A knowledge base accepts any copy of the weights it was built with: nothing of the path
+    (or of the data the model was trained on) enters the identity hash."""
+    copy = shutil.copy(pretrained, tmp_path / "moved.ckpt")
+    original, moved = load_encoder(str(pretrained)), load_encoder(str(copy))
+    assert original.name == str(pretrained.resolve()) and moved.name == str(copy.resolve())
+    assert original.identity()["sha256"] == moved.identity()["sha256"]

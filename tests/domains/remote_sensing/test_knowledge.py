@@ -1,8 +1,10 @@
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from domainvlm.core.encoder_loader import load_encoder
 from domainvlm.domains.remote_sensing.knowledge import (
     DATASETS,
     LANGUAGES,
@@ -270,3 +272,12 @@ def test_knowledge_queries_name_every_concept_in_a_template_never_a_stored_text(
     assert not set(queries) & {record["text"] for record in records}
     assert queries[0] == "a satellite photo of annual cropland."
     assert all(record["name"] in query for record, query in zip(records, queries))
+
+
+def test_a_copied_checkpoint_keeps_its_identity(rs_checkpoint: Path, tmp_path: Path):
+    """A knowledge base accepts any copy of the weights it was built with: nothing of the path
+    (or of the data the model was trained on) enters the identity hash."""
+    copy = shutil.copy(rs_checkpoint, tmp_path / "moved.ckpt")
+    original, moved = load_encoder(str(rs_checkpoint)), load_encoder(str(copy))
+    assert original.name == str(rs_checkpoint.resolve()) and moved.name == str(copy.resolve())
+    assert original.identity()["sha256"] == moved.identity()["sha256"]
