@@ -1,0 +1,149 @@
+"""SurgVLP clip-level pretraining: video clips against two ASR transcripts.
+
+Per view of a clip (the clean clip, then any augmented views): InfoNCE between the clip and its
+anchor sentence, optionally NT-Xent (α weights clip→text) and MIL-NCE between the clip and its bag
+of second-transcript sentences; with two or more augmented views, SimCLR (NT-Xent) between the first
+two. Every term has a weight in the config; a weight of 0 skips its computation. Temperature is
+fixed (paper: 0.1). All losses come from ``domainvlm.core.losses``.
+
+Inference: a path ``video.mp4#t=S`` is one frame (zero-shot phase recognition classifies frames one
+by one); ``video.mp4#t=A,B`` (W3C media-fragment range) is a clip of ``num_frames`` frames spread
+over ``[A, B]`` embedded as the mean of its frames (moment search, clip↔sentence retrieval).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from domainvlm.core.encoder import Encoder
+from domainvlm.core.images import read_image
+from domainvlm.core.losses import clip_loss, mil_nce_loss, nt_xent_loss
+from domainvlm.core.system import BaseSystem
+from domainvlm.core.tokenizers import build_tokenizer
+from domainvlm.core.transforms import ImageTransform, VideoClipTransform
+from domainvlm.domains.surgical.model import SurgicalDualEncoder
+from domainvlm.domains.surgical.video import decode_at
+from torch import Tensor
+
+RANGE = re.compile(r"^(?P<path>.+)#t=(?P<start>\d+(?:\.\d+)?),(?P<end>\d+(?:\.\d+)?)$")
+
+
+def clip_path(video: str | Path, start: float, end: float) -> str:
+    """The path that addresses a clip for ``Encoder.load_image``: ``video.mp4#t=START,END``."""
+    return f"{video}#t={start:.3f},{end:.3f}"
+
+
+class SurgVLP(BaseSystem):
+    def __init__(
+        self,
+        model_name: str = "dvlm-tiny",
+        pretrained: str | None = None,
+        hf_text_dir: str | None = None,
+        tokenizer: str = "multilingual",
+        context_length: int = 96,
+        pooling: str = "mean",
+        temperature: float = 0.1,
+        infonce_weight: float = 1.0,
+        nt_xent_weight: float = 0.0,
+        nt_xent_alpha: float = 0.75,
+        mil_nce_weight: float = 1.0,
+        mil_nce_temperature: float = 1.0,
+        simclr_weight: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            model_name: open_clip config (``dvlm-tiny``; ``surgvlp-rn50-bioclinicalbert``).
+            pretrained: a local open_clip state-dict file, or none (train from scratch).
+            hf_text_dir: local Hugging Face folder of the BERT text tower (offline use).
+            tokenizer: ``multilingual`` (offline byte-level), ``hf:<dir>``, ``openclip:<model>``.
+            context_length: text tokens (SurgVLP: 77).
+            pooling: ``mean`` over frames (SurgVLP) or ``attention``.
+            temperature: τ of InfoNCE, NT-Xent and SimCLR (SurgVLP: 0.1, fixed).
+            infonce_weight: clip ↔ anchor sentence InfoNCE.
+            nt_xent_weight: clip ↔ anchor NT-Xent (SurgVLP: on).
+            nt_xent_alpha: weight of the clip→text direction of NT-Xent (SurgVLP: 0.75).
+            mil_nce_weight: clip ↔ bag MIL-NCE.
+            mil_nce_temperature: MIL-NCE divides scores by this (the reference: raw products, 1).
+            simclr_weight: NT-Xent between the first two augmented views (needs ``data.views >= 3``
+                or 2 augmented views).
+        """
+        super().__init__(**kwargs)
+        self.model = SurgicalDualEncoder(model_name, pretrained, hf_text_dir, pooling)  # type: ignore[arg-type]
+        self.tokenizer = build_tokenizer(tokenizer, context_length)
+        self.weights = {
+            "infonce": infonce_weight,
+            "nt_xent": nt_xent_weight,
+            "mil_nce": mil_nce_weight,
+            "simclr": simclr_weight,
+        }
+
+    def encode_text(self, texts: list[str]) -> Tensor:
+        return self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """Frames ``[N, C, H, W]`` or clips ``[B, T, C, H, W]`` (mean of frames)."""
+        return (
+            self.model.encode_clips(images)
+            if images.ndim == 5
+            else self.model.encode_frames(images)
+        )
+
+    def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
+        hp = self.hparams
+        views = batch["frames"] if isinstance(batch["frames"], list) else [batch["frames"]]
+        text = F.normalize(self.encode_text(batch["text"]), dim=-1)
+        bag = None
+        if self.weights["mil_nce"] > 0:
+            size = len(batch["bag"][0])
+            flat = [sentence for sentences in batch["bag"] for sentence in sentences]
+            bag = F.normalize(self.encode_text(flat), dim=-1).reshape(len(batch["bag"]), size, -1)
+        terms: dict[str, list[Tensor]] = {name: [] for name in ("infonce", "nt_xent", "mil_nce")}
+        embedded = []
+        for view in views:
+            video = F.normalize(self.model.encode_clips(view), dim=-1)
+            embedded.append(video)
+            if self.weights["infonce"] > 0:
+                terms["infonce"].append(clip_loss(video, text, torch.tensor(1.0 / hp.temperature)))
+            if self.weights["nt_xent"] > 0:
+                terms["nt_xent"].append(nt_xent_loss(video, text, hp.temperature, hp.nt_xent_alpha))
+            if bag is not None:
+                terms["mil_nce"].append(
+                    mil_nce_loss(video, bag, batch["bag_mask"], hp.mil_nce_temperature)
+                )
+        losses = {name: torch.stack(values).mean() for name, values in terms.items() if values}
+        if self.weights["simclr"] > 0 and len(embedded) >= 3:
+            losses["simclr"] = nt_xent_loss(embedded[1], embedded[2], hp.temperature)
+        losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
+        return losses
+
+    def encoder(self) -> Encoder:
+        pre = self.preprocessing
+        size = pre.get("image_size", self.model.preprocessing["image_size"])
+        mean = pre.get("mean", self.model.preprocessing["mean"])
+        std = pre.get("std", self.model.preprocessing["std"])
+        frame_transform = ImageTransform(size, mean, std)
+        clip_transform = VideoClipTransform(size, mean, std)
+        num_frames = int(pre.get("num_frames", 4))
+
+        def load_image(path: str | Path) -> Tensor:
+            match = RANGE.match(str(path))
+            if match is None:
+                return frame_transform(read_image(path)[..., :3])
+            start, end = float(match["start"]), float(match["end"])
+            times = np.linspace(start, end, num_frames)
+            return clip_transform(decode_at(match["path"], times))
+
+        return Encoder(
+            name=f"surgical:{self.hparams.model_name}",
+            image_fn=self.encode_images,
+            text_fn=self.encode_text,
+            load_image=load_image,
+            modules=[self.model],
+            preprocessing=dict(pre),
+        )

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from domainvlm.core.checkpoint import load_system
+from domainvlm.core.datamodule import collate
+from domainvlm.domains.surgical.datamodule import SurgicalVideoDataModule
+from domainvlm.domains.surgical.system import SurgVLP, clip_path
+
+TINY = {"model_name": "surgvlp-tiny", "tokenizer": "openclip:ViT-B-32", "context_length": 32}
+
+
+@pytest.fixture(scope="module")
+def batch(sample_root: Path) -> dict:
+    module = SurgicalVideoDataModule(root=str(sample_root), views=3, bag_size=2)
+    train = module.dataset("train")
+    spread = range(0, len(train), len(train) // 6)  # anchors of different phases and videos
+    return collate([train[i] for i in spread][:6])
+
+
+def test_every_weighted_term_is_in_the_total(batch: dict):
+    torch.manual_seed(0)
+    system = SurgVLP(**TINY, nt_xent_weight=0.5, simclr_weight=0.25, mil_nce_weight=2.0)
+    losses = system.compute_losses(batch, "train")
+    assert set(losses) == {"infonce", "nt_xent", "mil_nce", "simclr", "loss"}
+    expected = (
+        losses["infonce"]
+        + 0.5 * losses["nt_xent"]
+        + 2.0 * losses["mil_nce"]
+        + 0.25 * losses["simclr"]
+    )
+    assert losses["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert all(torch.isfinite(value) for value in losses.values())
+
+
+def test_zero_weights_skip_terms_and_one_view_has_no_simclr(batch: dict):
+    system = SurgVLP(**TINY, mil_nce_weight=0.0, simclr_weight=1.0)
+    one_view = {**batch, "frames": batch["frames"][0]}
+    assert set(system.compute_losses(one_view, "train")) == {"infonce", "loss"}
+
+
+def test_infonce_term_is_clip_infonce_at_the_fixed_temperature(batch: dict):
+    torch.manual_seed(0)
+    system = SurgVLP(**TINY, mil_nce_weight=0.0).eval()
+    view = batch["frames"][0]
+    with torch.no_grad():
+        loss = system.compute_losses({**batch, "frames": view}, "val")["infonce"]
+        video = F.normalize(system.model.encode_clips(view), dim=-1)
+        text = F.normalize(system.encode_text(batch["text"]), dim=-1)
+    logits = video @ text.T / 0.1
+    labels = torch.arange(len(view))
+    by_hand = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_a_few_steps_fit_one_batch(batch: dict):
+    torch.manual_seed(0)
+    system = SurgVLP(**TINY)
+    one_view = {**batch, "frames": batch["frames"][0]}
+    optimiser = torch.optim.Adam(system.parameters(), lr=3e-4)
+    first = None
+    for _ in range(10):
+        loss = system.compute_losses(one_view, "train")["loss"]
+        first = first if first is not None else loss.item()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.8 * first
+
+
+def test_encoder_reads_frames_and_clip_ranges(pretrained: Path, sample_root: Path):
+    encoder = load_system(pretrained).encoder()
+    video = sample_root / "videos" / "video06.mp4"
+    frame = encoder.load_image(f"{video}#t=3")
+    clip = encoder.load_image(clip_path(video, 2.0, 5.0))
+    assert frame.shape == (3, 64, 64) and clip.shape == (4, 3, 64, 64)
+    # a clip embeds as the mean of its frames' embeddings (before normalisation)
+    pooled = encoder.image_fn(clip[None])
+    assert torch.allclose(pooled[0], encoder.image_fn(clip).mean(dim=0), atol=1e-5)
+    assert torch.allclose(clip[1], frame)  # frames at 2, 3, 4, 5 s: the one at 3 s is that frame
