@@ -22,6 +22,7 @@ from torch import nn
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+OPENCLIP_PREFIX = "openclip:"
 
 
 class PretrainedUnavailableError(DomainVLMError, RuntimeError):
@@ -37,6 +38,14 @@ def register_model_configs(config_dir: Path = MODEL_CONFIG_DIR) -> list[str]:
 
 
 register_model_configs()
+
+
+def split_openclip_spec(spec: str) -> tuple[str, str | None]:
+    """``openclip:<model>[:<tag or weights file>]`` → ``(model, tag or file or None)``."""
+    model_name, _, pretrained = spec.removeprefix(OPENCLIP_PREFIX).partition(":")
+    if not spec.startswith(OPENCLIP_PREFIX) or not model_name:
+        raise ValueError(f"expected openclip:<model>[:<tag or weights file>], got {spec!r}")
+    return model_name, pretrained or None
 
 
 def build_clip(

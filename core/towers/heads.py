@@ -1,4 +1,8 @@
-"""Projection heads for self-distillation."""
+"""Heads on top of the towers: DINO's projection for self-distillation, and the answer classifier.
+
+``ClassifierHead`` is the one VQA / classification head of every domain (M3AE's VQA answers, the
+remote-sensing scene classes and RSVQA answers).
+"""
 
 from __future__ import annotations
 
@@ -46,3 +50,24 @@ class DINOHead(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         hidden = nn.functional.normalize(self.mlp(features), dim=-1)
         return self.last_layer(hidden)
+
+
+class ClassifierHead(nn.Module):
+    """Linear → LayerNorm → GELU → Linear: the VQA classifier of M3AE and METER.
+
+    The hidden layer is twice the input width unless given.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or 2 * in_dim
+        self.layers = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``[B, in_dim]`` → logits ``[B, num_classes]``."""
+        return self.layers(features)

@@ -1,14 +1,18 @@
 """ViT pieces for masked autoencoding (MAE / M3AE): patches, random masking, encoder, decoder.
 
-The encoder runs its blocks on the visible patches only, which is what makes a 75 % mask ratio
-cheap; the decoder puts mask tokens back in place (``ids_restore``) and predicts every patch.
+The encoder is open_clip's ViT run on the visible patches only, which is what makes a 75 % mask
+ratio cheap and lets CLIP weights start it; the decoder puts mask tokens back in place
+(``ids_restore``) and predicts every patch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
+from domainvlm.core.towers.clip import build_clip
+from domainvlm.core.towers.vit_sizes import resample_positions
+from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 
@@ -109,10 +113,42 @@ def _cls_and_patch_positions(dim: int, grid: tuple[int, int]) -> Tensor:
 
 
 class MaskedViTEncoder(nn.Module):
-    """ViT whose blocks see only the visible patches (plus the class token)."""
+    """An open_clip ``VisionTransformer`` whose blocks see only the visible patches (+ class token).
 
-    def __init__(
-        self,
+    Positions are added to every patch before masking drops some, so a visible patch keeps the
+    position of where it was. Building on open_clip's module makes its CLIP weights load as they are
+    (``from_openclip``); ``from_sizes`` builds the same module at any size with fixed 2-D sin-cos
+    positions and random weights, for training from scratch. The projection to CLIP's joint space is
+    dropped: M3AE reads the tokens, not the pooled embedding.
+
+    A state dict whose position grid differs (pretraining at 288 px, VQA at 384 px) loads: learned
+    positions are resampled bicubically, fixed sin-cos positions are kept as computed for this grid.
+    """
+
+    def __init__(self, visual: VisionTransformer, fixed_positions: bool) -> None:
+        super().__init__()
+        if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None:
+            raise ValueError(
+                f"the masked image tower needs an open_clip ViT with a class token, got "
+                f"{type(visual).__name__}"
+            )
+        visual.proj = None
+        self.visual = visual
+        self.fixed_positions = fixed_positions
+        self.image_size = visual.image_size[0]
+        self.patch = visual.patch_size[0]
+        self.in_chans = visual.conv1.in_channels
+        self.width = visual.transformer.width
+        self.grid = tuple(visual.grid_size)
+        self.num_patches = self.grid[0] * self.grid[1]
+        if visual.image_size[0] != visual.image_size[1] or self.patch != visual.patch_size[1]:
+            raise ValueError(
+                f"the masked image tower needs square images and patches, got {visual}"
+            )
+
+    @classmethod
+    def from_sizes(
+        cls,
         image_size: int,
         patch: int,
         in_chans: int = 3,
@@ -120,55 +156,78 @@ class MaskedViTEncoder(nn.Module):
         depth: int = 12,
         heads: int = 12,
         mlp_ratio: float = 4.0,
-    ) -> None:
-        super().__init__()
+    ) -> MaskedViTEncoder:
+        """Random weights and fixed sin-cos positions (MAE's), so the image size may change."""
         if image_size % patch:
             raise ValueError(f"image_size {image_size} is not a multiple of patch {patch}")
-        self.image_size, self.patch, self.in_chans, self.width = image_size, patch, in_chans, width
-        self.grid = (image_size // patch, image_size // patch)
-        self.num_patches = self.grid[0] * self.grid[1]
-        self.patch_embed = nn.Conv2d(in_chans, width, kernel_size=patch, stride=patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.register_buffer(
-            "pos_embed", _cls_and_patch_positions(width, self.grid), persistent=False
+        visual = VisionTransformer(
+            image_size=image_size,
+            patch_size=patch,
+            width=width,
+            layers=depth,
+            heads=heads,
+            mlp_ratio=mlp_ratio,
+            output_dim=width,
+            pos_embed_type="sin_cos_2d",
         )
-        self.blocks = _blocks(width, depth, heads, mlp_ratio)
-        self.norm = nn.LayerNorm(width)
-        nn.init.normal_(self.cls_token, std=0.02)
+        if in_chans != 3:
+            visual.conv1 = nn.Conv2d(in_chans, width, kernel_size=patch, stride=patch, bias=False)
+        return cls(visual, fixed_positions=True)
+
+    @classmethod
+    def from_openclip(
+        cls,
+        model_name: str,
+        pretrained: str | None = None,
+        image_size: int | None = None,
+        in_chans: int = 3,
+    ) -> MaskedViTEncoder:
+        """The image tower of an open_clip model (``ViT-B-16``), with its CLIP weights if asked.
+
+        ``pretrained`` is an OpenCLIP tag or a local open_clip state-dict file, as for
+        ``build_clip``; ``image_size`` other than the model's resamples its learned positions.
+        """
+        model, _ = build_clip(model_name, pretrained, in_chans=in_chans, image_size=image_size)
+        return cls(model.visual, fixed_positions=False)
 
     def forward(
-        self,
-        images: Tensor,
-        mask_ratio: float = 0.0,
-        generator: torch.Generator | None = None,
-        return_layers: Sequence[int] | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-        """Returns ``(tokens [B, 1+keep, width] incl. cls, mask, ids_restore)``.
+        self, images: Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns ``(tokens [B, 1+keep, width] incl. cls, mask [B, N] 1 = masked, ids_restore)``.
 
-        With ``return_layers`` (block indices, negative counts from the end) a fourth item holds
-        those blocks' outputs, un-normalised, for multi-level features.
+        The tokens are after ``ln_post``; unmasked, they equal open_clip's own final tokens.
         """
         expected = (self.in_chans, self.image_size, self.image_size)
         if tuple(images.shape[1:]) != expected:
             raise ValueError(
                 f"expected images [B, {', '.join(map(str, expected))}], got {list(images.shape)}"
             )
-        patches = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
-        visible, mask, ids_restore = random_masking(patches, mask_ratio, generator)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(visible.shape[0], -1, -1)
-        tokens = torch.cat([cls, visible], dim=1)
-        depth = len(self.blocks)
-        wanted = list(return_layers or ())
-        if any(not -depth <= index < depth for index in wanted):
-            raise ValueError(f"return_layers {wanted} out of range for {depth} blocks")
-        outputs: dict[int, Tensor] = {}
-        for index, block in enumerate(self.blocks):
-            tokens = block(tokens)
-            outputs[index] = tokens
-        tokens = self.norm(tokens)
-        if return_layers is None:
-            return tokens, mask, ids_restore
-        return tokens, mask, ids_restore, [outputs[index % depth] for index in wanted]
+        visual = self.visual
+        patches = visual.conv1(images).flatten(2).transpose(1, 2)
+        positions = visual.positional_embedding.to(patches.dtype)
+        visible, mask, ids_restore = random_masking(patches + positions[1:], mask_ratio, generator)
+        cls = (visual.class_embedding.to(patches.dtype) + positions[0]).expand(
+            visible.shape[0], 1, -1
+        )
+        tokens = visual.transformer(visual.ln_pre(torch.cat([cls, visible], dim=1)))
+        return visual.ln_post(tokens), mask, ids_restore
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order."""
+        return self.visual.transformer.resblocks
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        key = f"{prefix}visual.positional_embedding"
+        own = self.visual.positional_embedding
+        theirs = state_dict.get(key)
+        if theirs is not None and theirs.shape[0] != own.shape[0]:
+            state_dict[key] = (
+                own.detach().clone()
+                if self.fixed_positions
+                else resample_positions(theirs, self.grid)
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class MAEDecoder(nn.Module):

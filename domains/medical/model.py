@@ -1,8 +1,10 @@
 """M3AE (Chen et al., MICCAI 2022) as plain modules: towers, co-attention fusion and the heads.
 
-The image tower is core's ``MaskedViTEncoder`` (blocks run on visible patches only). The text tower
-is a small built-in transformer, a RoBERTa built from a config (offline, random weights) or a
-RoBERTa read from a local ``save_pretrained`` folder. Fusion layers update both streams in
+The image tower is core's ``MaskedViTEncoder``, an open_clip ViT whose blocks run on the visible
+patches only: random weights at the sizes given (``builtin``), or an open_clip model's tower
+(``openclip:ViT-B-16-quickgelu:openai``) whose CLIP weights load when training starts, as the
+paper's do. The text tower is a small built-in transformer, a RoBERTa built from a config
+(offline, random weights) or a RoBERTa read from a local ``save_pretrained`` folder. Fusion layers update both streams in
 parallel from the previous layer's outputs (as in M3AE/METER): self-attention, cross-attention to
 the other stream, feed-forward. Blocks are pre-norm here (the reference is BERT's post-norm):
 pre-norm trains reliably from scratch at the small sizes the offline configs use.
@@ -11,6 +13,7 @@ pre-norm trains reliably from scratch at the small sizes the offline configs use
 from __future__ import annotations
 
 import torch
+from domainvlm.core.towers.clip import OPENCLIP_PREFIX, split_openclip_spec
 from domainvlm.core.towers.mae import MAEDecoder, MaskedViTEncoder
 from torch import Tensor, nn
 
@@ -109,6 +112,48 @@ def build_text_encoder(
     )
 
 
+def build_image_tower(
+    vision_backbone: str,
+    image_size: int,
+    patch: int,
+    in_chans: int,
+    width: int,
+    depth: int,
+    heads: int,
+    mlp_ratio: float,
+) -> MaskedViTEncoder:
+    """``builtin`` (sizes from the arguments) or ``openclip:<model>[:<tag or weights file>]``.
+
+    An open_clip tower takes its width, depth and heads from the model config and starts random
+    here: its weights are read by ``M3AEBackbone.load_vision_weights`` when training starts, so
+    rebuilding a trained checkpoint never needs the CLIP weights.
+    """
+    if vision_backbone == "builtin":
+        return MaskedViTEncoder.from_sizes(
+            image_size, patch, in_chans, width, depth, heads, mlp_ratio
+        )
+    if not vision_backbone.startswith(OPENCLIP_PREFIX):
+        raise ValueError(
+            "vision_backbone must be 'builtin' or 'openclip:<model>[:<tag or weights file>]', "
+            f"got {vision_backbone!r}"
+        )
+    model_name, _ = split_openclip_spec(vision_backbone)
+    tower = MaskedViTEncoder.from_openclip(model_name, None, image_size, in_chans)
+    if tower.patch != patch:
+        raise ValueError(
+            f"vision_backbone {model_name!r} has {tower.patch}-px patches, but patch={patch}: "
+            "make them equal"
+        )
+    return tower
+
+
+def vision_architecture(vision_backbone: str) -> str:
+    """The spec without its weights: two specs build the same tower when these are equal."""
+    if vision_backbone.startswith(OPENCLIP_PREFIX):
+        return OPENCLIP_PREFIX + split_openclip_spec(vision_backbone)[0]
+    return vision_backbone
+
+
 class CoAttentionBlock(nn.Module):
     """One stream of a fusion layer: self-attention, cross-attention to the other stream, MLP."""
 
@@ -183,6 +228,7 @@ class M3AEBackbone(nn.Module):
         vision_width: int = 64,
         vision_depth: int = 4,
         vision_heads: int = 4,
+        vision_backbone: str = "builtin",
         text_backbone: str = "builtin",
         vocab_size: int = 260,
         text_width: int = 64,
@@ -200,13 +246,21 @@ class M3AEBackbone(nn.Module):
             raise ValueError(f"fusion_layers must be at least 1, got {fusion_layers}")
         self.pad_id = pad_id
         self.hidden = hidden
-        self.vision = MaskedViTEncoder(
-            image_size, patch, in_chans, vision_width, vision_depth, vision_heads, mlp_ratio
+        self.vision_backbone = vision_backbone
+        self.vision = build_image_tower(
+            vision_backbone,
+            image_size,
+            patch,
+            in_chans,
+            vision_width,
+            vision_depth,
+            vision_heads,
+            mlp_ratio,
         )
         self.text = build_text_encoder(
             text_backbone, vocab_size, text_width, text_depth, text_heads, context_length, pad_id
         )
-        self.image_projection = nn.Linear(vision_width, hidden)
+        self.image_projection = nn.Linear(self.vision.width, hidden)
         self.text_projection = nn.Linear(self.text.width, hidden)
         # Tells the fusion layers which stream a token came from (M3AE's token-type embedding).
         self.modality_embedding = nn.Embedding(2, hidden)
@@ -217,6 +271,20 @@ class M3AEBackbone(nn.Module):
         self.text_norm = nn.LayerNorm(hidden)
         self.image_pooler = Pooler(hidden)
         self.text_pooler = Pooler(hidden)
+
+    def load_vision_weights(self) -> bool:
+        """Start the image tower from the CLIP weights its spec names; False when it names none."""
+        if not self.vision_backbone.startswith(OPENCLIP_PREFIX):
+            return False
+        model_name, pretrained = split_openclip_spec(self.vision_backbone)
+        if pretrained is None:
+            return False
+        vision = self.vision
+        clip = MaskedViTEncoder.from_openclip(
+            model_name, pretrained, vision.image_size, vision.in_chans
+        )
+        vision.load_state_dict(clip.state_dict())
+        return True
 
     def encode_image(
         self, images: Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None
@@ -291,22 +359,6 @@ class MLMHead(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.decoder(self.transform(tokens))
-
-
-class VQAHead(nn.Module):
-    """Linear → LayerNorm → GELU → Linear over the answer vocabulary (M3AE's VQA classifier)."""
-
-    def __init__(self, in_dim: int, num_answers: int) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(in_dim, 2 * in_dim),
-            nn.LayerNorm(2 * in_dim),
-            nn.GELU(),
-            nn.Linear(2 * in_dim, num_answers),
-        )
-
-    def forward(self, pooled: Tensor) -> Tensor:
-        return self.layers(pooled)
 
 
 def itm_pairs(batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -32,18 +32,24 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from domainvlm.core.checkpoint import read_checkpoint
 from domainvlm.core.encoder import Encoder
 from domainvlm.core.images import read_image
-from domainvlm.core.errors import CheckpointError
+from domainvlm.core.init_from import load_init_from
 from domainvlm.core.losses import LogitScale, clip_loss, itm_loss, mae_loss, mlm_loss
-from domainvlm.core.system import CHECKPOINT_KEY, BaseSystem
+from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
+from domainvlm.core.towers.heads import ClassifierHead
 from domainvlm.core.towers.mae import patchify
 from domainvlm.core.transforms import ImageTransform
 from domainvlm.domains.medical.datamodule import CLIP_MEAN, CLIP_STD
 from domainvlm.domains.medical.dicom import IMAGE_READER
-from domainvlm.domains.medical.model import M3AEBackbone, MLMHead, PixelDecoder, VQAHead, itm_pairs
+from domainvlm.domains.medical.model import (
+    M3AEBackbone,
+    MLMHead,
+    PixelDecoder,
+    itm_pairs,
+    vision_architecture,
+)
 from domainvlm.retrieval_db import Hit, KnowledgeBase
 from torch import Tensor
 from torchmetrics import Metric
@@ -53,7 +59,7 @@ EVAL_SEED = 0
 
 LOSSES = ("mlm", "mim", "itm", "itc")
 
-SHARED_HPARAMS = ("tokenizer", "text_backbone", "hidden", "fusion_layers")
+SHARED_HPARAMS = ("tokenizer", "text_backbone", "vision_backbone", "hidden", "fusion_layers")
 """Checked before loading `init_from`; size mismatches are caught by the strict weight load."""
 
 
@@ -83,6 +89,7 @@ class M3AESystem(BaseSystem):
         vision_width: int = 64,
         vision_depth: int = 4,
         vision_heads: int = 4,
+        vision_backbone: str = "builtin",
         text_backbone: str = "builtin",
         tokenizer: str = "multilingual",
         context_length: int = 128,
@@ -97,12 +104,16 @@ class M3AESystem(BaseSystem):
     ) -> None:
         """
         Args:
-            image_size: input side (MIM/ITM pretraining and VQA may differ: positions are sin-cos).
+            image_size: input side (pretraining and VQA may differ: positions are resampled).
             patch: ViT patch side.
             in_chans: image channels (3: grayscale is repeated by the reader).
             vision_width: ViT width.
             vision_depth: ViT blocks.
             vision_heads: ViT attention heads.
+            vision_backbone: ``builtin`` (a ViT of the sizes above, random weights, fixed sin-cos
+                positions) or ``openclip:<model>[:<tag or weights file>]``, an open_clip ViT
+                (``openclip:ViT-B-16-quickgelu:openai``, the paper's start) whose sizes come
+                from its config and whose weights, if named, load when ``fit`` starts.
             text_backbone: ``builtin``, ``roberta`` (random weights) or ``hf:<local folder>``.
             tokenizer: ``multilingual`` (offline bytes) or ``hf:<folder>`` (RoBERTa's BPE).
             context_length: text tokens (M3AE: 64 subwords).
@@ -123,6 +134,7 @@ class M3AESystem(BaseSystem):
             vision_width=vision_width,
             vision_depth=vision_depth,
             vision_heads=vision_heads,
+            vision_backbone=vision_backbone,
             text_backbone=text_backbone,
             vocab_size=self.tokenizer.vocab_size,
             text_width=text_width,
@@ -135,6 +147,16 @@ class M3AESystem(BaseSystem):
             fusion_heads=fusion_heads,
             mlp_ratio=mlp_ratio,
         )
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            self.load_start_weights()
+
+    def load_start_weights(self) -> None:
+        """The image tower's CLIP weights, if ``vision_backbone`` names them (a resumed fit then
+        restores its own weights over them); rebuilding a checkpoint never reads them."""
+        self.backbone.load_vision_weights()
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """Ids cut after the batch's longest text: padding is masked out, so results are equal
@@ -428,41 +450,36 @@ class M3AEVQASystem(M3AESystem):
                 (``null`` = from scratch).
         """
         super().__init__(**kwargs)
-        self.head = VQAHead(2 * self.hparams.hidden, len(classes)) if classes else None
+        self.head = ClassifierHead(2 * self.hparams.hidden, len(classes)) if classes else None
         self.train_accuracy = VQAAccuracy()
         self.val_accuracy = VQAAccuracy()
         self.test_accuracy = VQAAccuracy()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit" and self.hparams.init_from:
-            self.load_backbone(self.hparams.init_from)
         if self.head is None:
             classes = self.trainer.datamodule.classes()
             self.hparams["classes"] = classes
-            self.head = VQAHead(2 * self.hparams.hidden, len(classes)).to(self.device)
+            self.head = ClassifierHead(2 * self.hparams.hidden, len(classes)).to(self.device)
+
+    def load_start_weights(self) -> None:
+        """The ``init_from`` backbone (all of it), else the image tower's CLIP weights."""
+        if self.hparams.init_from:
+            self.load_backbone(self.hparams.init_from)
+        else:
+            super().load_start_weights()
 
     def load_backbone(self, path: str) -> None:
-        checkpoint = read_checkpoint(path)
-        source = checkpoint.get(CHECKPOINT_KEY, {}).get("init_args", {})
-        for key in SHARED_HPARAMS:
-            if key in source and source[key] != self.hparams[key]:
-                raise CheckpointError(
-                    f"init_from {path!r} was trained with {key}={source[key]!r}, but this config "
-                    f"says {key}={self.hparams[key]!r}; make them equal"
-                )
-        state = {
-            key.removeprefix("backbone."): value
-            for key, value in checkpoint.get("state_dict", {}).items()
-            if key.startswith("backbone.")
-        }
-        try:
-            self.backbone.load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"init_from {path!r} does not fit this backbone (sizes differ?): "
-                f"{str(exc).splitlines()[0]}"
-            ) from exc
+        """The backbone of an ``M3AEPretrainSystem`` checkpoint trained with the same towers."""
+        load_init_from(
+            path,
+            self.backbone,
+            "backbone.",
+            {key: self.hparams[key] for key in SHARED_HPARAMS},
+            compare_as=lambda key, value: (
+                vision_architecture(value) if key == "vision_backbone" else value
+            ),
+        )
 
     def forward(self, images: Tensor, questions: Sequence[str]) -> Tensor:
         return self.head(self.fused_pooled(images, self.tokenize(questions)))

@@ -100,20 +100,3 @@ class SemanticExperts(nn.Module):
             weights = stacked.new_full(stacked.shape[:2], 1.0 / len(self.levels))
         mixture = (weights.unsqueeze(-1) * stacked).sum(dim=1)
         return torch.cat([summary, mixture], dim=-1), weights
-
-
-class ClassifierHead(nn.Module):
-    """Linear → LayerNorm → GELU → Linear, the VQA head of M3AE/METER, also used for scenes."""
-
-    def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None) -> None:
-        super().__init__()
-        hidden = hidden or 2 * in_dim
-        self.layers = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.LayerNorm(hidden),
-            nn.GELU(),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.layers(features)

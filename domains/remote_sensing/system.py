@@ -12,23 +12,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from domainvlm.core.checkpoint import read_checkpoint
 from domainvlm.core.ema import EMATeacher
 from domainvlm.core.encoder import Encoder
-from domainvlm.core.errors import CheckpointError, DomainVLMError
+from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.images import read_image
+from domainvlm.core.init_from import load_init_from
 from domainvlm.core.losses import DINOLoss, LogitScale, clip_loss
 from domainvlm.core.model_input import InputAdjustment, ModelInput, fit_to_model
-from domainvlm.core.system import CHECKPOINT_KEY, BaseSystem
+from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import build_tokenizer
 from domainvlm.core.towers.clip import build_clip
-from domainvlm.core.towers.heads import DINOHead
+from domainvlm.core.towers.heads import ClassifierHead, DINOHead
 from domainvlm.core.towers.tokens import encode_with_patch_tokens
 from domainvlm.core.towers.vit_sizes import encode_any_size
 from domainvlm.core.transforms import ImageTransform
 from domainvlm.core.zeroshot import ZeroShotClassifier
 from domainvlm.domains.remote_sensing.knowledge import knowledge_records
-from domainvlm.domains.remote_sensing.model import ClassifierHead, SemanticExperts
+from domainvlm.domains.remote_sensing.model import SemanticExperts
 from domainvlm.domains.remote_sensing.rasters import RASTER_READER
 from domainvlm.domains.remote_sensing.templates import templates
 from domainvlm.retrieval_db import KnowledgeBase
@@ -261,20 +261,8 @@ class SemanticExpertsSystem(BaseSystem):
             self.head = ClassifierHead(self.experts.out_dim, len(classes))
 
     def _load_towers(self, path: str) -> None:
-        checkpoint = read_checkpoint(path)
-        source = checkpoint.get(CHECKPOINT_KEY, {}).get("init_args", {})
-        for key in ("model_name", "tokenizer", "in_chans", "context_length"):
-            if key in source and source[key] != self.hparams[key]:
-                raise CheckpointError(
-                    f"init_from {path!r} was trained with {key}={source[key]!r}, but this config "
-                    f"says {key}={self.hparams[key]!r}; make them equal"
-                )
-        towers = {
-            key.removeprefix("model."): value
-            for key, value in checkpoint["state_dict"].items()
-            if key.startswith("model.")
-        }
-        self.clip.load_state_dict(towers)
+        keys = ("model_name", "tokenizer", "in_chans", "context_length")
+        load_init_from(path, self.clip, "model.", {key: self.hparams[key] for key in keys})
 
     @torch.no_grad()
     def _embed_knowledge(self) -> None:

@@ -18,7 +18,7 @@ from domainvlm.core.towers.clip import (
     build_clip,
     register_model_configs,
 )
-from domainvlm.core.towers.heads import DINOHead
+from domainvlm.core.towers.heads import ClassifierHead, DINOHead
 from domainvlm.core.towers.mae import (
     MAEDecoder,
     MaskedViTEncoder,
@@ -27,7 +27,9 @@ from domainvlm.core.towers.mae import (
     sincos_pos_embed_2d,
     unpatchify,
 )
+from domainvlm.core.towers.tokens import encode_with_patch_tokens
 from domainvlm.core.towers.video import FramePoolingTower
+from domainvlm.core.towers.vit_sizes import resample_positions
 from safetensors.torch import save_file
 from torch import nn
 
@@ -369,7 +371,7 @@ def test_random_masking_is_deterministic_with_a_generator() -> None:
 
 
 def test_encoder_blocks_see_only_visible_patches() -> None:
-    encoder = MaskedViTEncoder(image_size=32, patch=4, in_chans=3, width=32, depth=3, heads=4)
+    encoder = MaskedViTEncoder.from_sizes(image_size=32, patch=4, width=32, depth=3, heads=4)
     lengths: list[int] = []
     for block in encoder.blocks:
         block.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
@@ -383,24 +385,93 @@ def test_encoder_blocks_see_only_visible_patches() -> None:
     assert lengths == [65] * 3 and tokens.shape == (2, 65, 32) and not mask.any()
 
 
-def test_encoder_returns_requested_intermediate_layers() -> None:
-    encoder = MaskedViTEncoder(image_size=16, patch=4, in_chans=4, width=16, depth=4, heads=2)
+def test_encoder_masks_reproducibly_and_checks_its_input() -> None:
+    encoder = MaskedViTEncoder.from_sizes(
+        image_size=16, patch=4, in_chans=4, width=16, depth=2, heads=2
+    )
     images = torch.randn(2, 4, 16, 16)
-    generator = torch.Generator().manual_seed(0)
-    tokens, mask, ids, layers = encoder(images, 0.5, generator, return_layers=[1, -1])
-    assert len(layers) == 2 and all(layer.shape == tokens.shape for layer in layers)
-    assert torch.allclose(encoder.norm(layers[1]), tokens)
+    first = encoder(images, 0.5, torch.Generator().manual_seed(0))
     again = encoder(images, 0.5, torch.Generator().manual_seed(0))
-    assert torch.equal(again[0], tokens) and torch.equal(again[1], mask)
-    with pytest.raises(ValueError, match="out of range"):
-        encoder(images, return_layers=[4])
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert first[0].shape == (2, 1 + 8, 16) and encoder.visual.conv1.in_channels == 4
     with pytest.raises(ValueError, match=r"expected images \[B, 4, 16, 16\]"):
         encoder(torch.randn(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="not a multiple of patch"):
+        MaskedViTEncoder.from_sizes(image_size=18, patch=4, width=16, depth=1, heads=2)
+
+
+def test_visible_patches_keep_the_positions_of_where_they_were() -> None:
+    """A masked pass equals an unmasked pass over just the kept patches, in their places."""
+    torch.manual_seed(0)
+    # No blocks: every token is then a function of its own patch and position only.
+    encoder = MaskedViTEncoder.from_sizes(image_size=16, patch=4, width=16, depth=0, heads=2)
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        full, _, _ = encoder(images)
+        masked, mask, ids_restore = encoder(images, 0.75, torch.Generator().manual_seed(3))
+    kept = ids_restore.argsort(dim=1)[:, :4]
+    for row in range(2):
+        assert torch.allclose(masked[row, 1:], full[row, 1 + kept[row]], atol=1e-6)
+        assert mask[row, kept[row]].sum() == 0
+    assert torch.allclose(masked[:, 0], full[:, 0], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def openclip_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+    """A small open_clip ViT with random weights, saved as a user saves CLIP weights offline."""
+    torch.manual_seed(0)
+    model = open_clip.create_model("dvlm-tiny").eval()
+    path = tmp_path_factory.mktemp("openclip") / "dvlm-tiny.pt"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def test_masked_encoder_loads_open_clip_weights_and_runs_as_open_clip(openclip_weights) -> None:
+    model, path = openclip_weights
+    encoder = MaskedViTEncoder.from_openclip("dvlm-tiny", str(path)).eval()
+    reference = model.visual.state_dict()
+    ours = encoder.visual.state_dict()
+    assert set(reference) - set(ours) == {"proj"}  # M3AE reads tokens, not the CLIP embedding
+    for name, value in ours.items():
+        assert torch.equal(value, reference[name]), name
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled, tokens = encode_with_patch_tokens(model.visual, images)
+        ours_tokens, mask, _ = encoder(images)
+    assert not mask.any() and ours_tokens.shape == (2, 1 + 64, 128)
+    assert torch.allclose(ours_tokens[:, 1:], tokens, atol=1e-5)
+    assert torch.allclose(ours_tokens[:, 0] @ model.visual.proj, pooled, atol=1e-5)
+    with torch.no_grad():
+        visible, mask, _ = encoder(images, 0.75)
+    assert visible.shape == (2, 1 + 16, 128) and mask.sum() == 2 * 48
+
+
+def test_position_grids_are_resampled_to_the_image_size(openclip_weights) -> None:
+    model, path = openclip_weights
+    encoder = MaskedViTEncoder.from_openclip("dvlm-tiny", str(path))
+    larger = MaskedViTEncoder.from_openclip("dvlm-tiny", None, image_size=96)
+    larger.load_state_dict(encoder.state_dict())  # pretraining at 64 px, fine-tuning at 96
+    expected = resample_positions(model.visual.positional_embedding.detach(), (12, 12))
+    assert torch.equal(larger.visual.positional_embedding, expected)
+    assert torch.equal(larger.visual.conv1.weight, model.visual.conv1.weight)
+    assert larger(torch.randn(1, 3, 96, 96))[0].shape == (1, 1 + 144, 128)
+    # Fixed sin-cos positions are computed for each grid, never interpolated.
+    small = MaskedViTEncoder.from_sizes(image_size=16, patch=4, width=16, depth=1, heads=2)
+    big = MaskedViTEncoder.from_sizes(image_size=32, patch=4, width=16, depth=1, heads=2)
+    own = big.visual.positional_embedding.clone()
+    big.load_state_dict(small.state_dict())
+    assert torch.equal(big.visual.positional_embedding, own)
+    assert torch.equal(big.visual.class_embedding, small.visual.class_embedding)
+
+
+def test_masked_encoder_refuses_towers_it_cannot_mask() -> None:
+    with pytest.raises(ValueError, match="open_clip ViT with a class token"):
+        MaskedViTEncoder(nn.Linear(2, 2), fixed_positions=False)
 
 
 def test_decoder_puts_visible_and_mask_tokens_at_their_patches() -> None:
     torch.manual_seed(0)
-    encoder = MaskedViTEncoder(image_size=16, patch=4, in_chans=3, width=24, depth=1, heads=2)
+    encoder = MaskedViTEncoder.from_sizes(image_size=16, patch=4, width=24, depth=1, heads=2)
     decoder = MAEDecoder(num_patches=16, patch=4, in_chans=3, enc_width=24, dec_width=16, depth=0)
     tokens, mask, ids_restore = encoder(torch.randn(2, 3, 16, 16), mask_ratio=0.75)
     predicted = decoder(tokens, ids_restore)
@@ -500,3 +571,14 @@ def test_dino_head_copies_for_an_ema_teacher_and_allows_one_layer() -> None:
         teacher.load_state_dict(student.state_dict())
     trainable = DINOHead(12, 20, 32, 8, norm_last_layer=False)
     assert trainable.last_layer.parametrizations.weight.original0.requires_grad
+
+
+def test_classifier_head_is_linear_norm_gelu_linear() -> None:
+    torch.manual_seed(0)
+    head = ClassifierHead(6, 4)
+    features = torch.randn(5, 6)
+    first, norm, _, last = head.layers
+    assert (first.in_features, first.out_features, last.out_features) == (6, 12, 4)
+    expected = last(nn.functional.gelu(norm(first(features))))
+    assert torch.allclose(head(features), expected)
+    assert ClassifierHead(6, 4, hidden=7).layers[0].out_features == 7

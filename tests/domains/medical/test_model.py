@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from domainvlm.core.errors import CheckpointError
 from domainvlm.core.tokenizers import IGNORE_INDEX, build_tokenizer, whole_word_mask
 from domainvlm.core.towers.mae import patchify
-from domainvlm.domains.medical.model import M3AEBackbone, VQAHead, itm_pairs
+from domainvlm.core.towers.tokens import encode_with_patch_tokens
+from domainvlm.domains.medical.model import M3AEBackbone, itm_pairs
 from domainvlm.domains.medical.system import (
     EVAL_SEED,
     M3AEPretrainSystem,
@@ -251,5 +256,92 @@ def test_vqa_accuracy_by_answer_type():
         only_closed.update(torch.tensor([1, 2]), torch.tensor([1, 2]), ["open"])
 
 
-def test_vqa_head_shape():
-    assert VQAHead(64, 12)(torch.randn(5, 64)).shape == (5, 12)
+# -- the image tower from CLIP weights ---------------------------------------------------------
+
+CLIP_SIZES = {**SIZES, "image_size": 64}
+
+
+@pytest.fixture(scope="module")
+def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """A small open_clip model with random weights, saved as a user saves CLIP weights offline."""
+    torch.manual_seed(1)
+    model = open_clip.create_model("dvlm-tiny").eval()
+    path = tmp_path_factory.mktemp("clip") / "dvlm-tiny.pt"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def test_pretraining_starts_the_image_tower_from_clip_weights(clip_weights):
+    model, path = clip_weights
+    system = pretrain_system(**CLIP_SIZES, vision_backbone=f"openclip:dvlm-tiny:{path}")
+    vision = system.backbone.vision
+    # sizes come from the open_clip config (width 128, 4 blocks), not from vision_width/depth
+    assert vision.width == 128 and len(vision.blocks) == 4
+    assert system.backbone.image_projection.in_features == 128
+    reference = model.visual.state_dict()
+    assert not torch.equal(vision.visual.conv1.weight, reference["conv1.weight"])  # not yet
+    system.setup("fit")
+    for name, value in vision.visual.state_dict().items():
+        assert torch.equal(value, reference[name]), name
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _, clip_tokens = encode_with_patch_tokens(model.visual, images)
+        tokens, _, _ = vision(images)
+    assert torch.allclose(tokens[:, 1:], clip_tokens, atol=1e-5)
+    # every tower weight that trains gets a gradient (DDP's default refuses unused parameters)
+    data = {"image": torch.randn(4, 3, 64, 64), "text": TEXTS[:4]}
+    system.compute_losses(data, "train")["loss"].backward()
+    missing = [n for n, p in vision.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+
+
+def test_rebuilding_a_checkpoint_never_reads_the_clip_weights(tmp_path):
+    spec = f"openclip:dvlm-tiny:{tmp_path / 'gone.pt'}"
+    system = pretrain_system(**CLIP_SIZES, vision_backbone=spec)  # load_system builds this way
+    with pytest.raises(FileNotFoundError, match="gone.pt"):
+        system.setup("fit")
+
+
+def test_image_tower_specs_are_checked():
+    with pytest.raises(ValueError, match="8-px patches, but patch=16"):
+        M3AEBackbone(**{**CLIP_SIZES, "patch": 16, "vision_backbone": "openclip:dvlm-tiny"})
+    with pytest.raises(ValueError, match="vision_backbone must be"):
+        M3AEBackbone(**{**CLIP_SIZES, "vision_backbone": "dvlm-tiny"})
+    with pytest.raises(ValueError, match="unknown model 'ViT-Nope'"):
+        M3AEBackbone(**{**CLIP_SIZES, "vision_backbone": "openclip:ViT-Nope"})
+
+
+def test_vqa_starts_from_a_clip_pretraining_run_at_another_image_size(clip_weights, tmp_path):
+    _, path = clip_weights
+    pretrain = pretrain_system(**CLIP_SIZES, vision_backbone=f"openclip:dvlm-tiny:{path}")
+    pretrain.setup("fit")
+    checkpoint = tmp_path / "pretrain.ckpt"
+    torch.save(
+        {
+            "domainvlm": {"init_args": dict(pretrain.hparams)},
+            "state_dict": pretrain.state_dict(),
+        },
+        checkpoint,
+    )
+    vqa_sizes = {**SIZES, "image_size": 96}
+    vqa = M3AEVQASystem(
+        classes=["yes"],
+        init_from=str(checkpoint),
+        vision_backbone="openclip:dvlm-tiny",
+        **vqa_sizes,
+    )
+    vqa.setup("fit")  # the architecture matches; the weights come from the checkpoint
+    source = pretrain.backbone.vision.visual
+    tower = vqa.backbone.vision.visual
+    assert tower.positional_embedding.shape == (1 + 12 * 12, 128)
+    assert torch.equal(tower.conv1.weight, source.conv1.weight)
+    assert torch.equal(
+        vqa.backbone.fusion[0].image.mlp[0].weight, pretrain.backbone.fusion[0].image.mlp[0].weight
+    )
+    builtin = M3AEVQASystem(classes=["yes"], init_from=str(checkpoint), **vqa_sizes)
+    with pytest.raises(CheckpointError, match="vision_backbone='openclip:dvlm-tiny:"):
+        builtin.setup("fit")
+    other_system = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"model.proj": torch.zeros(2)}}, other_system)
+    with pytest.raises(CheckpointError, match="holds no weights under 'backbone.'"):
+        vqa.load_backbone(str(other_system))
