@@ -55,9 +55,9 @@ def parse_knowledge_bases(items: list[str]) -> dict[str, Path]:
     for item in items:
         name, sep, directory = item.partition("=")
         if not sep or not name or not directory:
-            raise ValueError(f"--kb {item!r} is not NAME=DIR")
+            raise ServeError(f"--kb {item!r} is not NAME=DIR")
         if name in bases:
-            raise ValueError(f"--kb name {name!r} is given twice")
+            raise ServeError(f"--kb name {name!r} is given twice")
         bases[name] = Path(directory)
     return bases
 
