@@ -9,6 +9,7 @@ patient names, IDs and dates stay in the pydicom dataset, which is dropped after
 
 from __future__ import annotations
 
+import mmap
 import re
 import time
 from collections.abc import Iterable
@@ -84,6 +85,10 @@ ENCAPSULATED_PIXEL_DATA = re.compile(rb"\xe0\x7f\x10\x00(?:O[BW]\x00\x00)?\xff\x
 """Tag (7FE0,0010) with undefined length, implicit or explicit VR little endian: compressed pixels."""
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
 """(FFFE,E0DD): the item that closes the fragments of compressed Pixel Data."""
+CUT_INSIDE_PIXELS = (
+    "truncated file: it ends inside its compressed Pixel Data (no sequence delimiter after the "
+    "last fragment)"
+)
 
 Window = str | tuple[float, float] | None
 
@@ -271,11 +276,7 @@ def _check_image(path: Path, ds: Dataset) -> UID:
         if cut_tag is not None:
             raise DicomReadError(path, f"truncated file: it ends inside element {cut_tag}")
         if _encapsulated_pixels_cut_short(path):
-            raise DicomReadError(
-                path,
-                "truncated file: it ends inside its compressed Pixel Data (no sequence delimiter "
-                "after the last fragment)",
-            )
+            raise DicomReadError(path, CUT_INSIDE_PIXELS)
         kind = ds.get("SOPClassUID")
         what = f"{kind.name} object" if isinstance(kind, UID) else "data set"
         if "Rows" in ds or "Image Storage" in what:
@@ -292,6 +293,8 @@ def _check_image(path: Path, ds: Dataset) -> UID:
         "SamplesPerPixel",
         "PhotometricInterpretation",
     )
+    if ds["PixelData"].is_undefined_length and _encapsulated_pixels_cut_short(path):
+        raise DicomReadError(path, CUT_INSIDE_PIXELS)
     missing = [keyword for keyword in required if ds.get(keyword) in (None, "")]
     if missing:
         raise DicomReadError(path, f"missing required image attribute(s): {', '.join(missing)}")
@@ -329,12 +332,15 @@ def _element_cut_short(ds: Dataset) -> str | None:
 def _encapsulated_pixels_cut_short(path: Path) -> bool:
     """A compressed (undefined-length) Pixel Data element whose fragments never end.
 
-    pydicom gives up on such a file with a warning and returns an empty data set, which would
-    otherwise read as "not an image"; the raw bytes still show where it was cut.
+    pydicom gives up on such a file with a warning and returns an empty data set (which would
+    read as "not an image"), or, cut near the end, returns the fragments it found and decodes
+    them without a word; the raw bytes show where it was cut.
     """
-    data = path.read_bytes()
-    starts = [match.end() for match in ENCAPSULATED_PIXEL_DATA.finditer(data)]
-    return bool(starts) and SEQUENCE_DELIMITER not in data[starts[-1] :]
+    if path.stat().st_size == 0:
+        return False
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        starts = [match.end() for match in ENCAPSULATED_PIXEL_DATA.finditer(data)]
+        return bool(starts) and data.find(SEQUENCE_DELIMITER, starts[-1]) < 0
 
 
 def _frame_count(path: Path, ds: Dataset) -> int:
