@@ -45,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task", default="all", choices=("all", *dict.fromkeys((*COMICS_TASKS, *COMICSPAP_TASKS)))
     )
-    parser.add_argument("--benchmark", choices=("comics", "comicspap"), help="for char_coherence")
+    parser.add_argument(
+        "--benchmark",
+        choices=("comics", "comicspap"),
+        help="only this benchmark's tasks (task all), or which char_coherence (default COMICS)",
+    )
     parser.add_argument("--fold", default="all", help="COMICS fold: test_easy, test_hard or all")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad rows with a warning")
 
@@ -66,9 +70,9 @@ def planned(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
     plan = []
     if args.task == "all":
-        if has_comics:
+        if has_comics and args.benchmark in (None, "comics"):
             plan += [("comics", t, f) for t in COMICS_TASKS for f in folds(t)]
-        if has_pap:
+        if has_pap and args.benchmark in (None, "comicspap"):
             plan += [("comicspap", t, args.split) for t in COMICSPAP_TASKS]
     elif args.task in COMICS_TASKS and (args.benchmark or "comics") == "comics":
         plan += [("comics", args.task, f) for f in folds(args.task)]

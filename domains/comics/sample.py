@@ -6,8 +6,7 @@ Synthetic, and the README.txt it writes says so. What a model can learn from it:
   never change, and a name the dialogue uses;
 - every panel shows a setting (forest, beach, city, snow), a time of day (sky colour, sun or moon)
   and an object, and its dialogue mentions them: the first balloon in reading order asks
-  ("Good morning, Bo! Do you see the apple?"), the second answers ("Yes Ada, the apple is here in
-  the forest."); each balloon's tail points at its speaker;
+  ("Morning, Bo! See the apple?"), the second answers ("Yes Ada, the apple is in the forest."); each balloon's tail points at its speaker;
 - a story rule across consecutive panels: a scene of four panels keeps its two characters and its
   setting while the time of day advances morning → day → evening → night.
 
@@ -42,10 +41,10 @@ SETTINGS = {
     "snow": (245, 245, 250),
 }
 TIMES = {
-    "morning": ((250, 190, 200), "Good morning"),
-    "day": ((140, 200, 250), "What a sunny day"),
-    "evening": ((250, 150, 70), "Good evening"),
-    "night": ((20, 25, 70), "What a dark night"),
+    "morning": ((250, 190, 200), "Morning"),
+    "day": ((140, 200, 250), "Sunny day"),
+    "evening": ((250, 150, 70), "Evening"),
+    "night": ((20, 25, 70), "Dark night"),
 }
 OBJECTS = {
     "apple": (200, 20, 30),
@@ -167,8 +166,8 @@ def _draw_panel(
         panel.figures.append(_draw_character(draw, who, x1 + int(w * fx), y2 - 6, h))
     names = [CHARACTERS[asker][0], CHARACTERS[answerer][0]]
     lines = (
-        f"{TIMES[panel.time][1]}, {names[1]}! Do you see the {panel.item}?",
-        f"Yes {names[0]}, the {panel.item} is here in the {panel.setting}.",
+        f"{TIMES[panel.time][1]}, {names[1]}! See the {panel.item}?",
+        f"Yes {names[0]}, the {panel.item} is in the {panel.setting}.",
     )
     for figure, text, fx in zip(panel.figures, lines, (first_x, second_x)):
         panel.texts.append(_draw_balloon(draw, panel.box, fx, figure, text))

@@ -195,19 +195,12 @@ def _comicspap(entries: list, rng: random.Random) -> list[dict]:
                 [ids[i] for i in rng.sample(same_book, 2)],
                 CONTEXT,
             )
-            scene_mates = [
-                i
-                for i in same_book
-                if items[i][1].cast == panel.cast or set(items[i][1].cast) == set(panel.cast)
-            ]
-            pool = [i for i in scene_mates if items[i][1].time != panel.time] or same_book
-            add(
-                "text_closure",
-                context,
-                panel_id,
-                [ids[i] for i in rng.sample(pool, min(2, len(pool)))],
-                CONTEXT,
-            )
+            # same cast at another time of day first; other panels of the book when too few
+            mates = [i for i in same_book if set(items[i][1].cast) == set(panel.cast)]
+            mates = [i for i in mates if items[i][1].time != panel.time]
+            wrong = rng.sample(mates, min(2, len(mates)))
+            wrong += rng.sample([i for i in same_book if i not in wrong], 2 - len(wrong))
+            add("text_closure", context, panel_id, [ids[i] for i in wrong], CONTEXT)
             add(
                 "caption_relevance",
                 context,

@@ -1,7 +1,7 @@
 """Zero-shot prompt templates for comic pages and panels (English).
 
 A comics model learns from dialogue, narration and captions, so besides the usual "a comic panel
-of {}" the templates include phrasings that dialogue itself uses ("here in the {}"), which tag a
+of {}" the templates include phrasings that dialogue itself uses ("in the {}"), which tag a
 setting, an object or a character for a model that has never seen a caption.
 """
 
@@ -12,7 +12,7 @@ from domainvlm.core.zeroshot import TemplateError
 _TEMPLATES: dict[str, tuple[str, ...]] = {
     "en": (
         "{}.",
-        "here in the {}.",
+        "in the {}.",
         "a comic panel of the {}.",
         "a manga page of the {}.",
     ),

@@ -17,9 +17,5 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def checkpoint(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("comics_fit")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        data = {"root": str(sample_root), "batch_size": 4, "num_workers": 0}
-        fit_briefly(CONFIGS / "comics" / "tiny.yaml", workdir, data)
-    return workdir / "runs/comics/tiny/checkpoints/last.ckpt"
+    data = {"root": str(sample_root), "batch_size": 4, "num_workers": 0}
+    return fit_briefly(CONFIGS / "comics" / "tiny.yaml", tmp_path_factory.mktemp("fit"), data)

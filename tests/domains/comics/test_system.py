@@ -18,8 +18,8 @@ def test_batch_and_losses(sample_root: Path) -> None:
     data = ComicsDataModule(root=str(sample_root), batch_size=4)
     dataset = data.dataset("train")
     item = dataset[0]
-    assert item["panels"].shape == (4, 3, 64, 64) and item["negatives"].shape == (3, 3, 64, 64)
-    assert item["characters"].shape == (2, 3, 64, 64) and (item["character_ids"] >= 0).all()
+    assert item["panels"].shape == (4, 3, 48, 48) and item["negatives"].shape == (2, 3, 48, 48)
+    assert item["characters"].shape == (2, 3, 48, 48) and (item["character_ids"] >= 0).all()
     assert len(item["texts"]) == 4 and all(item["texts"])
     system = ComicsCLIP()
     losses = system.compute_losses(collate([dataset[i] for i in range(4)]), "train")
@@ -56,5 +56,5 @@ def test_encoder_reads_page_crops(checkpoint: Path, sample_root: Path) -> None:
     page = next((sample_root / "comix/images").rglob("*.jpg"))
     whole = encoder.load_image(page)
     crop = encoder.load_image(f"{page}#xywh=8,8,100,90")
-    assert whole.shape == crop.shape == (3, 64, 64)
+    assert whole.shape == crop.shape == (3, 48, 48)
     assert not torch.allclose(whole, crop)
