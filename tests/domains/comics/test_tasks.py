@@ -189,3 +189,23 @@ def test_knowledge_base_text_and_character_search(
     )
     hits = [json.loads(line) for line in out]
     assert code == 0 and all(h["record"]["kind"] == "character" for h in hits)
+
+
+def test_character_queries_name_held_out_crops(
+    sample_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from domainvlm.domains.comics.character_queries import main
+    from domainvlm.domains.comics.pages import read_crop
+
+    assert main([str(sample_root)]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    names = [name for name, _ in lines]
+    assert len(names) == len(set(names)) >= 2 and set(names) <= {
+        "Ada",
+        "Bo",
+        "Cy",
+        "Dee",
+        "Eli",
+        "Fay",
+    }
+    assert all(read_crop(address).shape[2] == 3 for _, address in lines)
