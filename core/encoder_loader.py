@@ -20,9 +20,15 @@ from domainvlm.core.encoder import Encoder
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.images import read_image, to_rgb_image
 from domainvlm.core.model_input import InputAdjustment
+from domainvlm.core.precision import autocast_dtype, autocast_encoder
 from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import ByteTokenizer
 from domainvlm.core.towers.clip import build_clip
+from domainvlm.core.towers.token_merging import (
+    TokenMergingError,
+    apply_token_merging,
+    vision_transformers,
+)
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import Tensor, nn
 
@@ -50,17 +56,51 @@ def resolve_device(device: str) -> str:
 
 
 def load_encoder(
-    spec: str, device: str = "cpu", adjustment: InputAdjustment | None = None
+    spec: str,
+    device: str = "cpu",
+    adjustment: InputAdjustment | None = None,
+    token_merging: int | float | None = None,
+    precision: str = "fp32",
 ) -> Encoder:
-    return load_encoder_and_system(spec, device, adjustment)[0]
+    return load_encoder_and_system(spec, device, adjustment, token_merging, precision)[0]
 
 
 def load_encoder_and_system(
-    spec: str, device: str = "cpu", adjustment: InputAdjustment | None = None
+    spec: str,
+    device: str = "cpu",
+    adjustment: InputAdjustment | None = None,
+    token_merging: int | float | None = None,
+    precision: str = "fp32",
 ) -> tuple[Encoder, BaseSystem | None]:
     """The encoder on ``device``, plus the trained system when the spec is a checkpoint (it names
-    the domain). ``adjustment`` (``--bands``/``--rescale``) goes to encoders that take one."""
-    device = resolve_device(device)
+    the domain). ``adjustment`` (``--bands``/``--rescale``) goes to encoders that take one;
+    ``token_merging`` (tokens per layer, or a ratio) patches its ViT image towers and
+    ``precision`` (``fp32``/``bf16``) sets autocast (``speed_up``)."""
+    encoder, system = _load(spec, resolve_device(device), adjustment)
+    return speed_up(encoder, token_merging, precision), system
+
+
+def speed_up(encoder: Encoder, token_merging: int | float | None, precision: str) -> Encoder:
+    """Token merging in the encoder's ViT image towers, then autocast for ``precision``.
+
+    The weights are untouched, so ``Encoder.identity`` (and a knowledge base's check of it) is
+    the same with or without either option."""
+    autocast_dtype(precision)  # refuse an unknown precision before patching anything
+    if token_merging:
+        towers = [m for m in encoder.modules if vision_transformers(m)]
+        if not towers:
+            raise TokenMergingError(
+                f"--token-merging {token_merging}: encoder {encoder.name!r} has no open_clip ViT "
+                "image tower to merge tokens in"
+            )
+        for module in towers:
+            apply_token_merging(module, token_merging)
+    return autocast_encoder(encoder, precision)
+
+
+def _load(
+    spec: str, device: str, adjustment: InputAdjustment | None
+) -> tuple[Encoder, BaseSystem | None]:
     if adjustment is not None and not _takes_adjustment(spec):
         raise EncoderSpecError(
             f"--bands/--rescale ({adjustment.describe()}) apply to checkpoints of domains that "

@@ -27,7 +27,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
+from domainvlm.core.commands import (
+    add_device_argument,
+    add_input_arguments,
+    add_speed_arguments,
+    input_adjustment,
+    speed_options,
+)
 from domainvlm.core.commands.config_file import LoadConfig
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.files import atomic_write_json, resolve_within
@@ -68,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         task.add_argument("--domain", help="domain of --data (default: the checkpoint's domain)")
     for task in (zeroshot, retrieval):
         add_input_arguments(task)
+        add_speed_arguments(task)
     retrieval.add_argument(
         "--rerank",
         type=int,
@@ -146,7 +153,9 @@ def evaluate_encoder(args: argparse.Namespace) -> dict:
     """Zero-shot classification or retrieval with the checkpoint's (or spec's) encoder."""
     from domainvlm.core.encoder_loader import load_encoder_and_system
 
-    encoder, system = load_encoder_and_system(args.checkpoint, args.device, input_adjustment(args))
+    encoder, system = load_encoder_and_system(
+        args.checkpoint, args.device, input_adjustment(args), **speed_options(args)
+    )
     plugin = resolve_domain(args.domain, type(system).__module__ if system is not None else None)
     if args.task == "zeroshot" and args.lang == "all":
         return evaluate_zeroshot_all_languages(args, encoder, plugin)

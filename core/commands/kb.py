@@ -28,7 +28,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
+from domainvlm.core.commands import (
+    add_device_argument,
+    add_input_arguments,
+    add_speed_arguments,
+    input_adjustment,
+    speed_options,
+)
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.files import resolve_within
 from domainvlm.core.registry import get_domain
@@ -62,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--batch-size", type=int, default=64)
     add_device_argument(build)
     add_input_arguments(build)
+    add_speed_arguments(build)
     build.add_argument("--index-factory", help="force a FAISS factory string (default: by size)")
     build.add_argument(
         "--recall-queries",
@@ -109,7 +116,9 @@ def build(args: argparse.Namespace) -> int:
         raise KnowledgeBaseCommandError("--data names a domain's dataset: use it with --domain")
     records = domain_records(args.domain, args.data) if args.domain else read_jsonl(args.jsonl)
     queries = recall_query_records(args)
-    encoder = load_encoder(args.checkpoint, args.device, input_adjustment(args))
+    encoder = load_encoder(
+        args.checkpoint, args.device, input_adjustment(args), **speed_options(args)
+    )
     vectors = embed_records(encoder, records, args.jsonl, args.batch_size, args.data)
     recall_options = {}
     if queries is not None:

@@ -15,7 +15,13 @@ import os
 import sys
 from pathlib import Path
 
-from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
+from domainvlm.core.commands import (
+    add_device_argument,
+    add_input_arguments,
+    add_speed_arguments,
+    input_adjustment,
+    speed_options,
+)
 from domainvlm.core.errors import DomainVLMError
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
@@ -39,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     add_device_argument(parser)
     add_input_arguments(parser)
+    add_speed_arguments(parser)
     parser.add_argument("--token", default=os.environ.get("DOMAINVLM_TOKEN"), help="bearer token")
     parser.add_argument("--max-upload-mb", type=float, help="request body cap (default 20 MiB)")
     parser.add_argument("--max-pixels", type=int, help="image pixel cap (default 40 million)")
@@ -68,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from domainvlm.core.service import ServiceLimits, create_app
     from domainvlm.retrieval_db import KnowledgeBase, KnowledgeBaseError
 
-    encoder = load_encoder(args.checkpoint, args.device, input_adjustment(args))
+    encoder = load_encoder(
+        args.checkpoint, args.device, input_adjustment(args), **speed_options(args)
+    )
     limits = ServiceLimits(
         **{
             name: value

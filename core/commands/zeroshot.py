@@ -14,7 +14,13 @@ import argparse
 import json
 import sys
 
-from domainvlm.core.commands import add_device_argument, add_input_arguments, input_adjustment
+from domainvlm.core.commands import (
+    add_device_argument,
+    add_input_arguments,
+    add_speed_arguments,
+    input_adjustment,
+    speed_options,
+)
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
@@ -41,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     add_device_argument(parser)
     add_input_arguments(parser)
+    add_speed_arguments(parser)
     parser.add_argument(
         "images", nargs="+", help="image files (any format an installed domain reads)"
     )
@@ -61,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from domainvlm.core.zeroshot import ZeroShotClassifier, load_templates, templates_for
 
     classes = parse_classes(args.classes)
-    encoder, system = load_encoder_and_system(args.checkpoint, args.device, input_adjustment(args))
+    encoder, system = load_encoder_and_system(
+        args.checkpoint, args.device, input_adjustment(args), **speed_options(args)
+    )
     plugin = resolve_domain(None, type(system).__module__ if system is not None else None)
     if args.templates:
         templates = load_templates(args.templates, args.lang)
