@@ -153,3 +153,41 @@ def test_fold_row_naming_a_missing_panel(sample_root: Path, tmp_path: Path) -> N
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ComicsDataError, match="line 3: panel '999_0_0' has no image"):
         read_fold(root / "comics", "visual_cloze", "test_easy")
+
+
+def test_panels_gather_their_texts_and_drop_gutter_captions() -> None:
+    from domainvlm.domains.comics.pages import CharacterBox, TextBox, assemble_panels
+
+    texts = [
+        TextBox((14, 1, 20, 4), "right"),  # inside the top-right panel
+        TextBox((1, 1, 8, 4), "left"),  # top-left
+        TextBox((9, 10, 13, 12), "gutter"),  # between the panels
+    ]
+    people = [CharacterBox((2, 13, 6, 20), "c1")]
+    panels = assemble_panels(GRID, texts, people, "rtl")
+    assert [p.dialogue for p in panels] == ["right", "left", "", ""]
+    assert [len(p.characters) for p in panels] == [0, 0, 0, 1]  # bottom-left is read last
+
+
+def test_crop_addresses_round_trip(tmp_path: Path) -> None:
+    from domainvlm.domains.comics.pages import crop_address, split_crop
+
+    address = crop_address(tmp_path / "p.jpg", (10.4, 20.0, 50.9, 40.0))
+    assert address.endswith("p.jpg#xywh=10,20,40,20")
+    assert split_crop(address) == (tmp_path / "p.jpg", (10, 20, 50, 40))
+    assert split_crop(tmp_path / "plain.jpg") == (tmp_path / "plain.jpg", None)
+
+
+def test_comix_speaker_link_to_nothing(sample_root: Path, tmp_path: Path) -> None:
+    import json
+
+    root = _copy(sample_root, tmp_path)
+    path = root / "comix/annotations/comix_sample.json"
+    coco = json.loads(path.read_text())
+    link = next(a for a in coco["annotations"] if a["category_id"] == 6)
+    link["character_id"] = 10**9
+    path.write_text(json.dumps(coco))
+    with pytest.raises(
+        ComicsDataError, match=rf"comix_sample.json: annotation id {link['id']} \(link_sbsc\)"
+    ):
+        read_comix(root / "comix")
