@@ -23,7 +23,7 @@ from domainvlm.core.model_input import InputAdjustment
 from domainvlm.core.precision import autocast_dtype, autocast_encoder
 from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import ByteTokenizer
-from domainvlm.core.towers.clip import build_clip
+from domainvlm.core.towers.clip import OPENCLIP_PREFIX, build_clip
 from domainvlm.core.towers.token_merging import (
     TokenMergingError,
     apply_token_merging,
@@ -32,7 +32,6 @@ from domainvlm.core.towers.token_merging import (
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import Tensor, nn
 
-OPENCLIP_PREFIX = "openclip:"
 HUB_PREFIXES = ("hf-hub:", "local-dir:")
 
 
