@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from domainvlm.core.errors import DomainVLMError
+from lightning.pytorch import Callback, LightningModule, Trainer
 from open_clip.transformer import ResidualAttentionBlock, Transformer, VisionTransformer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -277,3 +278,36 @@ def tokens_after(merging: TokenMerging, tokens: int, layers: int) -> list[int]:
         tokens -= merging.merge_count(tokens)
         counts.append(tokens)
     return counts
+
+
+class TokenMergingCallback(Callback):
+    """Token merging while a system trains (and validates); off again when ``fit`` ends.
+
+    In a config: ``trainer.callbacks: [{class_path:
+    domainvlm.core.towers.token_merging.TokenMergingCallback, init_args: {rate: 8}}]``. Every
+    open_clip ViT image tower of the system is patched (an EMA teacher's too); checkpoints hold
+    the same weights as without merging. Masked autoencoders (M3AE) are refused: their decoder
+    needs every patch token back in place.
+    """
+
+    def __init__(
+        self,
+        rate: int | float,
+        metric: str = "keys",
+        proportional_attention: bool = True,
+        energy: bool = False,
+    ) -> None:
+        self.merging = TokenMerging(rate, metric, proportional_attention, energy)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from domainvlm.core.towers.mae import MaskedViTEncoder
+
+        if any(isinstance(module, MaskedViTEncoder) for module in pl_module.modules()):
+            raise TokenMergingError(
+                f"{type(pl_module).__name__} trains a masked image tower whose decoder needs every "
+                "patch token: token merging cannot be used while it trains"
+            )
+        apply_token_merging(pl_module, self.merging)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        remove_token_merging(pl_module)

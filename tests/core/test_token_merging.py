@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from domainvlm.core.towers.clip import build_clip
 from domainvlm.core.towers.mae import MaskedViTEncoder
 from domainvlm.core.towers.token_merging import (
+    MergingTransformer,
     TokenMerging,
+    TokenMergingCallback,
     TokenMergingError,
     apply_token_merging,
     bipartite_matching,
@@ -199,3 +202,46 @@ def test_refuses_text_towers_and_bad_rates(tiny_clip: torch.nn.Module) -> None:
     with pytest.raises(TokenMergingError, match="≥ 0"):
         parse_token_merging("-1")
     assert parse_token_merging("8") == 8 and parse_token_merging("0.25") == 0.25
+
+
+class _TinyClipSystem(L.LightningModule):
+    """dvlm-tiny trained on the mean image embedding: enough to see a fit step merge tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model, _ = build_clip("dvlm-tiny")
+        self.tokens_seen: list[int] = []
+        self.model.visual.transformer.resblocks[-1].ln_1.register_forward_pre_hook(
+            lambda _m, inputs: self.tokens_seen.append(inputs[0].shape[1])
+        )
+
+    def training_step(self, batch: list[torch.Tensor], _index: int) -> torch.Tensor:
+        return self.model.encode_image(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_callback_merges_while_training_and_unpatches_after(tmp_path) -> None:
+    system = _TinyClipSystem()
+    before = {k: v.clone() for k, v in system.state_dict().items()}
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(_images()), batch_size=3)
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[TokenMergingCallback(8)],
+    )  # fmt: skip
+    trainer.fit(system, loader)
+    assert system.tokens_seen == [41, 41]  # 65 - 3 * 8 tokens enter the last of 4 layers
+    assert not isinstance(system.model.visual.transformer, MergingTransformer)
+    assert system.state_dict().keys() == before.keys()
+    assert not torch.equal(system.state_dict()["model.visual.conv1.weight"],
+                           before["model.visual.conv1.weight"])  # fmt: skip
+
+
+def test_callback_refuses_masked_autoencoders() -> None:
+    module = L.LightningModule()
+    module.encoder = MaskedViTEncoder.from_sizes(32, 8, width=32, depth=1, heads=2)
+    with pytest.raises(TokenMergingError, match="masked image tower"):
+        TokenMergingCallback(4).on_fit_start(None, module)
