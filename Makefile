@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env test test-all lint format demo demo-remote-sensing demo-medical demo-comics bench clean-env
+.PHONY: env test test-all lint format demo demo-remote-sensing demo-medical demo-comics demo-surgical bench clean-env
 
 $(VENV)/.installed:
 	@mkdir -p $(CACHE_DIR)
@@ -45,7 +45,7 @@ RS_RUNS := runs/remote_sensing
 RS_CLIP := $(RS_RUNS)/tiny/checkpoints/last.ckpt
 RS_EXPERTS := configs/remote_sensing/semantic_experts.yaml
 
-demo: env demo-remote-sensing demo-medical demo-comics
+demo: env demo-remote-sensing demo-medical demo-comics demo-surgical
 
 # sample data -> RS-M-CLIP -> zero-shot + retrieval per language -> semantic experts with and
 # without retrieval -> knowledge base -> one zero-shot prediction on a GeoTIFF and one KB search.
@@ -113,6 +113,25 @@ demo-comics: env
 		--filter kind=panel
 	$(DVLM) kb search $(CO_RUNS)/knowledge_base -k 5 --filter kind=character --image \
 		"$$($(PY) -m domainvlm.domains.comics.character_queries $(CO_DATA) | head -n 1 | cut -f 2)"
+
+SU_DATA := data/samples/surgical
+SU_RUNS := runs/surgical
+SU_CLIP := $(SU_RUNS)/tiny/checkpoints/last.ckpt
+
+# sample videos + two transcripts each -> SurgVLP tiny.yaml (clip-level) -> zero-shot phases with
+# the published prompts on the held-out videos (per-video table, confusion matrix, phase timeline
+# with truth above prediction) -> tool presence and CholecT50 mAP -> clip<->sentence retrieval ->
+# moment knowledge base -> one text -> moment search. Reruns resume from the last checkpoint.
+demo-surgical: env
+	$(DVLM) sample-data surgical --out $(SU_DATA) --size demo
+	$(DVLM) fit --config configs/surgical/tiny.yaml --ckpt_path last
+	$(DVLM) eval phases --checkpoint $(SU_CLIP) --data $(SU_DATA) --table \
+		--confusion-matrix $(SU_RUNS)/tiny/confusion_matrix.png --timeline $(SU_RUNS)/tiny/timeline.png
+	$(DVLM) eval tools --checkpoint $(SU_CLIP) --data $(SU_DATA) --table
+	$(DVLM) eval retrieval --checkpoint $(SU_CLIP) --data $(SU_DATA) --table
+	$(DVLM) kb build --domain surgical --data $(SU_DATA) --checkpoint $(SU_CLIP) \
+		--out $(SU_RUNS)/knowledge_base
+	$(DVLM) kb search $(SU_RUNS)/knowledge_base --text "clip the cystic duct" -k 5
 
 bench: env
 	$(PY) benchmarks/train_step.py
