@@ -127,6 +127,13 @@ def test_config_typo_is_one_paragraph_naming_the_key(toy_plugin, tmp_path, capsy
     assert len(err.splitlines()) == 1
 
 
+def test_lightning_misconfiguration_is_one_line(toy_plugin, tmp_path, capsys):
+    config = toy_config(tmp_path, tmp_path)
+    assert main(["fit", "--config", str(config), "--trainer.enable_checkpointing", "false"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("domainvlm: error: invalid trainer setting:") and "ModelCheckpoint" in err
+
+
 def test_missing_data_root_says_how_to_write_samples(toy_plugin, tmp_path, capsys):
     config = toy_config(tmp_path, tmp_path / "nowhere")
     assert main(["fit", "--config", str(config)]) == 1
