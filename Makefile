@@ -62,7 +62,7 @@ demo-remote-sensing: env
 	$(DVLM) test --config $(RS_EXPERTS) --ckpt_path $(RS_RUNS)/semantic_experts/checkpoints/last.ckpt
 	$(DVLM) test --config $(RS_EXPERTS) --config configs/remote_sensing/no_retrieval.yaml \
 		--ckpt_path $(RS_RUNS)/semantic_experts_no_retrieval/checkpoints/last.ckpt
-	$(DVLM) kb build --domain remote_sensing --checkpoint $(RS_CLIP) --out $(RS_RUNS)/knowledge_base
+	$(DVLM) kb build --domain remote_sensing --overwrite --checkpoint $(RS_CLIP) --out $(RS_RUNS)/knowledge_base
 	$(DVLM) zeroshot --checkpoint $(RS_CLIP) --lang de \
 		--classes "Wald,Fluss,Meer oder See,Industriegebiet,Wohngebiet" \
 		$(RS_DATA)/scene_classes/Forest/$$(ls $(RS_DATA)/scene_classes/Forest | head -n 1)
@@ -87,7 +87,7 @@ demo-medical: env
 	$(DVLM) eval zeroshot --checkpoint $(MED_M3AE) --data $(MED_DATA) --table
 	$(DVLM) eval retrieval --checkpoint $(MED_M3AE) --data $(MED_DATA) --rerank 16 --table \
 		--grid $(MED_RUNS)/tiny_pretrain/retrieval_grid.png
-	$(DVLM) kb build --domain medical --data $(MED_DATA) --checkpoint $(MED_M3AE) \
+	$(DVLM) kb build --domain medical --overwrite --data $(MED_DATA) --checkpoint $(MED_M3AE) \
 		--out $(MED_RUNS)/knowledge_base
 	$(DVLM) zeroshot --checkpoint $(MED_M3AE) --classes "chest,brain,abdomen" $(MED_DICOM)
 	$(DVLM) kb search $(MED_RUNS)/knowledge_base --image $(MED_DICOM) -k 3 --filter split=train
@@ -107,7 +107,7 @@ demo-comics: env
 	$(DVLM) eval retrieval --checkpoint $(CO_CLIP) --data $(CO_DATA) --table \
 		--grid $(CO_RUNS)/tiny/retrieval_grid.png
 	$(DVLM) eval closure --checkpoint $(CO_CLIP) --data $(CO_DATA) --table
-	$(DVLM) kb build --domain comics --data $(CO_DATA) --checkpoint $(CO_CLIP) \
+	$(DVLM) kb build --domain comics --overwrite --data $(CO_DATA) --checkpoint $(CO_CLIP) \
 		--out $(CO_RUNS)/knowledge_base
 	$(DVLM) kb search $(CO_RUNS)/knowledge_base --text "Dark night, Bo! See the apple?" -k 3 \
 		--filter kind=panel
@@ -129,7 +129,7 @@ demo-surgical: env
 		--confusion-matrix $(SU_RUNS)/tiny/confusion_matrix.png --timeline $(SU_RUNS)/tiny/timeline.png
 	$(DVLM) eval tools --checkpoint $(SU_CLIP) --data $(SU_DATA) --table
 	$(DVLM) eval retrieval --checkpoint $(SU_CLIP) --data $(SU_DATA) --table
-	$(DVLM) kb build --domain surgical --data $(SU_DATA) --checkpoint $(SU_CLIP) \
+	$(DVLM) kb build --domain surgical --overwrite --data $(SU_DATA) --checkpoint $(SU_CLIP) \
 		--out $(SU_RUNS)/knowledge_base
 	$(DVLM) kb search $(SU_RUNS)/knowledge_base --text "clip the cystic duct" -k 5
 

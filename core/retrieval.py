@@ -229,8 +229,14 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
     where: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
+        operator = next((op for op in OPERATORS if op in item and op != "="), None)
+        if operator is not None and (not sep or key.endswith(tuple("<>!~"))):
+            raise FilterError(
+                f"filter {item!r}: operator {operator!r} is not supported; a filter is "
+                f"key=value, an exact match ({FILTER_SYNTAX})"
+            )
         if not sep or not key.strip():
-            raise FilterError(f"filter {item!r} is not of the form key=value")
+            raise FilterError(f"filter {item!r} is not of the form key=value ({FILTER_SYNTAX})")
         value = _scalar(text)
         key = key.strip()
         if key in where:
@@ -239,6 +245,32 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
         else:
             where[key] = value
     return where
+
+
+OPERATORS = (">=", "<=", "!=", "=~", ">", "<", "~", "=")
+FILTER_SYNTAX = (
+    "repeat a key for any of several values; numbers and true/false match as such; no ranges, "
+    "negations or patterns"
+)
+FILTERABLE = {"text", "integer", "real", "true", "false", "null"}
+
+
+def check_filters(where: Mapping[str, Any], fields: Mapping[str, set[str]]) -> None:
+    """Refuse a filter that can match nothing for a reason the user cannot see: a field no
+    record has, or one that only holds lists or objects (a filter compares whole scalar values).
+    ``fields`` is ``KnowledgeBase.metadata_fields()``."""
+    scalar = sorted(key for key, kinds in fields.items() if kinds & FILTERABLE)
+    for key in where:
+        if key not in fields:
+            raise FilterError(
+                f"no record has a field {key!r}; the fields are: {', '.join(sorted(fields))}"
+            )
+        if not fields[key] & FILTERABLE:
+            raise FilterError(
+                f"field {key!r} holds {' and '.join(sorted(fields[key]))} values, which a filter "
+                f"cannot match (it compares whole text, number or true/false values); fields "
+                f"that can be filtered: {', '.join(scalar) or 'none'}"
+            )
 
 
 def _scalar(text: str) -> Any:

@@ -24,7 +24,12 @@ from typing import Annotated
 from domainvlm.core.encoder import Encoder
 from domainvlm.core.errors import DomainVLMError
 from domainvlm.core.images import ImageTooLargeError, pixel_limit
-from domainvlm.core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
+from domainvlm.core.retrieval import (
+    KnowledgeBaseSearch,
+    check_filters,
+    hit_to_dict,
+    parse_filters,
+)
 from domainvlm.core.service_docs import add_offline_docs
 from domainvlm.core.zeroshot import ZeroShotClassifier, templates_for
 from domainvlm.retrieval_db import FilterError, KnowledgeBase, KnowledgeBaseError
@@ -195,6 +200,8 @@ def create_app(
         if filters and len(filters) > limits.max_filters:
             raise HTTPException(422, f"at most {limits.max_filters} filters, got {len(filters)}")
         where = parse_filters(filters or [])
+        if where:
+            check_filters(where, searchers[kb].knowledge_base.metadata_fields())
         tensor = _load_upload(encoder, image, limits) if image is not None else None
         with model_lock:
             if tensor is None:

@@ -205,6 +205,18 @@ class KnowledgeBase:
     def get(self, ids: Sequence[int]) -> list[dict[str, Any] | None]:
         return self._state.metadata.get(ids)
 
+    def ids(self) -> np.ndarray:
+        """The ids of the records not deleted, in increasing order."""
+        return self._state.metadata.ids()
+
+    def matching_ids(self, where: Mapping[str, Any]) -> np.ndarray:
+        """Ids of the records ``where`` keeps (as in ``search``), in increasing order."""
+        return self._state.metadata.matching_ids(where)
+
+    def metadata_fields(self) -> dict[str, set[str]]:
+        """Field name -> JSON types it holds across the records (what a ``where`` can name)."""
+        return self._state.metadata.fields()
+
     # ---------------------------------------------------------------------------------- search
 
     def search(

@@ -120,6 +120,19 @@ class MetadataStore:
             rows = self._connection.execute("SELECT id FROM records ORDER BY id").fetchall()
         return np.array([row[0] for row in rows], dtype=np.int64)
 
+    def fields(self) -> dict[str, set[str]]:
+        """Each top-level field any record has, with the JSON types it holds (``text``,
+        ``integer``, ``real``, ``true``, ``false``, ``null``, ``array``, ``object``)."""
+        query = (
+            "SELECT DISTINCT field.key, field.type FROM records, json_each(records.record) AS field"
+        )
+        with self._lock:
+            rows = self._connection.execute(query).fetchall()
+        found: dict[str, set[str]] = {}
+        for key, kind in rows:
+            found.setdefault(key, set()).add(kind)
+        return found
+
     def count(self) -> int:
         with self._lock:
             return self._connection.execute("SELECT count(*) FROM records").fetchone()[0]

@@ -6,6 +6,17 @@
     domainvlm kb search DIR --text "a harbour with boats" -k 5 --filter level=object
     domainvlm kb search DIR --image scene.tif -k 5
     domainvlm kb info DIR
+    domainvlm kb add DIR --jsonl more.jsonl
+    domainvlm kb delete DIR --id 3 --id 7        (or --filter source=old)
+    domainvlm kb reembed DIR --checkpoint NEW [--image-root R] [--out NEWDIR]
+
+`kb build` refuses a directory that already holds a knowledge base (or any other files) unless
+--overwrite. `kb add` embeds with the knowledge base's own encoder (rebuilt from the manifest, or
+--checkpoint, which must be the same weights); added items are searchable at once and the index is
+re-chosen for the new size (`compact`). `kb delete` removes items by id (as `kb search` prints
+them) or by filter. `kb reembed` embeds every remaining item again with a retrained encoder, so a
+base survives a retrain with the items added since its build; its ids are renumbered 0..n-1 in
+their old order.
 
 The recall a build records is measured with held-out queries of the kind users send: a JSONL
 file of them (--recall-queries), else the domain's own (e.g. concept names in the prompt templates
@@ -65,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     build.add_argument("--checkpoint", required=True, help="checkpoint or openclip:/hf-hub: spec")
     build.add_argument("--out", required=True, type=Path, help="knowledge-base directory")
+    build.add_argument(
+        "--overwrite", action="store_true", help="replace a knowledge base already in --out"
+    )
     build.add_argument("--batch-size", type=int, default=64)
     add_device_argument(build)
     add_input_arguments(build)
@@ -98,12 +112,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info = actions.add_parser("info", help="print the manifest: size, index, recall, encoder")
     info.add_argument("directory", type=Path)
 
+    add = actions.add_parser("add", help="embed more items into an existing knowledge base")
+    add.add_argument("directory", type=Path)
+    add.add_argument(
+        "--jsonl", required=True, type=Path, help='lines of {"text"|"image": ..., metadata...}'
+    )
+    add.add_argument("--checkpoint", help="the base's encoder, if the manifest's cannot be loaded")
+    add.add_argument("--batch-size", type=int, default=64)
+    add_device_argument(add)
+
+    delete = actions.add_parser("delete", help="remove items by id or by metadata filter")
+    delete.add_argument("directory", type=Path)
+    delete.add_argument("--id", type=int, action="append", default=[], help="an id (repeat)")
+    delete.add_argument(
+        "--filter", action="append", default=[], help="key=value: delete every matching item"
+    )
+
+    reembed = actions.add_parser(
+        "reembed", help="embed every item again with a retrained (or another) encoder"
+    )
+    reembed.add_argument("directory", type=Path)
+    reembed.add_argument("--checkpoint", required=True, help="the new encoder")
+    reembed.add_argument(
+        "--image-root",
+        type=Path,
+        help="folder the items' relative image paths start from (the JSONL file's folder or the "
+        "dataset root the base was built from); needed when the base holds images",
+    )
+    reembed.add_argument("--out", type=Path, help="write here instead of replacing the base")
+    reembed.add_argument("--batch-size", type=int, default=64)
+    add_device_argument(reembed)
+
 
 def run(args: argparse.Namespace) -> int:
     from domainvlm.retrieval_db import KnowledgeBaseError
 
     try:
-        return {"build": build, "search": search, "info": info}[args.action](args)
+        actions = {"build": build, "search": search, "info": info}
+        actions |= {"add": add, "delete": delete, "reembed": reembed}
+        return actions[args.action](args)
     except KnowledgeBaseError as exc:
         raise KnowledgeBaseCommandError(str(exc)) from exc
 
@@ -114,6 +161,7 @@ def build(args: argparse.Namespace) -> int:
 
     if args.data is not None and not args.domain:
         raise KnowledgeBaseCommandError("--data names a domain's dataset: use it with --domain")
+    check_output_directory(args.out, args.overwrite)
     records = domain_records(args.domain, args.data) if args.domain else read_jsonl(args.jsonl)
     queries = recall_query_records(args)
     encoder = load_encoder(
@@ -148,6 +196,25 @@ def build(args: argparse.Namespace) -> int:
     summary |= {"encoder": manifest.encoder["name"]}
     print(json.dumps(summary, ensure_ascii=False))
     return 0
+
+
+def check_output_directory(out: Path, overwrite: bool) -> None:
+    """Nothing is lost by a build: an existing base (or a folder of other files) is kept unless
+    the user says ``--overwrite``; a folder of other files is never mixed with a base."""
+    from domainvlm.retrieval_db.manifest import MANIFEST_NAME
+
+    if out.exists() and not out.is_dir():
+        raise KnowledgeBaseCommandError(f"--out {str(out)!r} is a file, not a directory")
+    if (out / MANIFEST_NAME).is_file():
+        if not overwrite:
+            raise KnowledgeBaseCommandError(
+                f"{str(out)!r} already holds a knowledge base; pass --overwrite to replace it, "
+                "`kb add` to add items to it, or another --out"
+            )
+    elif out.is_dir() and any(out.iterdir()):
+        raise KnowledgeBaseCommandError(
+            f"{str(out)!r} is not empty and holds no knowledge base; pick an empty or new --out"
+        )
 
 
 def domain_records(name: str, data: Path | None) -> list[dict]:
@@ -257,7 +324,12 @@ def embed_records(
 
 def search(args: argparse.Namespace) -> int:
     from domainvlm.core.encoder_loader import load_encoder
-    from domainvlm.core.retrieval import KnowledgeBaseSearch, hit_to_dict, parse_filters
+    from domainvlm.core.retrieval import (
+        KnowledgeBaseSearch,
+        check_filters,
+        hit_to_dict,
+        parse_filters,
+    )
     from domainvlm.retrieval_db import EncoderMismatchError, KnowledgeBase, read_manifest
 
     manifest = read_manifest(args.directory)
@@ -272,12 +344,20 @@ def search(args: argparse.Namespace) -> int:
     except EncoderMismatchError as exc:
         raise KnowledgeBaseCommandError(f"{exc} (--allow-encoder-mismatch)") from exc
     where = parse_filters(args.filter)
+    if where:
+        check_filters(where, knowledge_base.metadata_fields())
     if args.text is not None:
         hits = searcher.search_text(args.text, args.k, where)
     else:
         hits = searcher.search_image(args.image, args.k, where)
     for rank, hit in enumerate(hits, start=1):
         print(json.dumps(hit_to_dict(hit, rank), ensure_ascii=False))
+    if not hits:
+        print(
+            f"domainvlm: warning: no item matches {' '.join(args.filter)} in "
+            f"{str(args.directory)!r} ({len(knowledge_base)} items)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -300,4 +380,89 @@ def info(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(args.directory)
     print(json.dumps(dataclasses.asdict(manifest), ensure_ascii=False, indent=2, sort_keys=True))
+    return 0
+
+
+def add(args: argparse.Namespace) -> int:
+    from domainvlm.core.encoder_loader import load_encoder
+    from domainvlm.retrieval_db import EncoderMismatchError, KnowledgeBase, read_manifest
+
+    manifest = read_manifest(args.directory)
+    records = read_jsonl(args.jsonl)
+    encoder = (
+        load_encoder(args.checkpoint, args.device)
+        if args.checkpoint
+        else manifest_encoder(manifest, args.device)
+    )
+    knowledge_base = KnowledgeBase.load(args.directory, mmap=False)
+    vectors = embed_records(encoder, records, args.jsonl, args.batch_size)
+    try:
+        ids = knowledge_base.add(vectors, records, encoder=encoder.identity())
+    except EncoderMismatchError as exc:
+        raise KnowledgeBaseCommandError(
+            f"{exc} To move the base to a retrained encoder, run `kb reembed` first."
+        ) from exc
+    knowledge_base.compact()
+    saved = knowledge_base.save(args.directory)
+    summary = {"added": len(ids), "first_id": int(ids[0]), "last_id": int(ids[-1])}
+    print(json.dumps(summary | {"count": saved.count, "index": saved.index.factory}))
+    return 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    from domainvlm.core.retrieval import check_filters, parse_filters
+    from domainvlm.retrieval_db import KnowledgeBase
+
+    if bool(args.id) == bool(args.filter):
+        raise KnowledgeBaseCommandError("kb delete needs --id ... or --filter ..., not both")
+    knowledge_base = KnowledgeBase.load(args.directory, mmap=False)
+    ids = list(args.id)
+    if args.filter:
+        where = parse_filters(args.filter)
+        check_filters(where, knowledge_base.metadata_fields())
+        ids = knowledge_base.matching_ids(where).tolist()
+    unknown = sorted(set(ids) - set(knowledge_base.ids().tolist()))
+    if args.id and unknown:
+        raise KnowledgeBaseCommandError(
+            f"{str(args.directory)!r} has no item with id {', '.join(map(str, unknown))} "
+            f"(ids are those `kb search` prints; {len(knowledge_base)} items)"
+        )
+    removed = knowledge_base.delete(ids)
+    if removed:
+        knowledge_base.compact()
+    saved = knowledge_base.save(args.directory)
+    print(json.dumps({"deleted": removed, "count": saved.count, "index": saved.index.factory}))
+    return 0
+
+
+def reembed(args: argparse.Namespace) -> int:
+    """Every live record embedded again with ``--checkpoint``: a fresh index, recall re-measured."""
+    from domainvlm.core.encoder_loader import load_encoder
+    from domainvlm.retrieval_db import KnowledgeBase, read_manifest
+
+    old = KnowledgeBase.load(args.directory, mmap=False)
+    manifest = read_manifest(args.directory)
+    records = old.get(old.ids().tolist())
+    if not records:
+        raise KnowledgeBaseCommandError(f"{str(args.directory)!r} holds no items to re-embed")
+    if any("image" in record for record in records) and args.image_root is None:
+        raise KnowledgeBaseCommandError(
+            f"{str(args.directory)!r} holds images stored by relative path: pass --image-root "
+            "(the folder of the JSONL file, or the dataset root, the base was built from)"
+        )
+    if not all("image" in record or "text" in record for record in records):
+        raise KnowledgeBaseCommandError(
+            f"{str(args.directory)!r} holds items with neither 'text' nor 'image' (built from "
+            "vectors in Python): they cannot be embedded again from the command line"
+        )
+    encoder = load_encoder(args.checkpoint, args.device)
+    vectors = embed_records(encoder, records, None, args.batch_size, args.image_root)
+    options = {"index_factory": manifest.index.factory} if manifest.index.forced else {}
+    knowledge_base = KnowledgeBase.from_vectors(
+        vectors, records, encoder=encoder.identity(), metric=manifest.metric, **options
+    )
+    saved = knowledge_base.save(args.out or args.directory)
+    summary = {"out": str(args.out or args.directory), "count": saved.count}
+    summary |= {"index": saved.index.factory, "recall": saved.recall.value}
+    print(json.dumps(summary | {"encoder": saved.encoder["name"]}))
     return 0
