@@ -36,6 +36,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies import Strategy
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 # configs/ sits beside core/ in the repository and in the installed package alike.
@@ -80,7 +81,20 @@ class DomainVLMCLI(LightningCLI):
                 callback.init_args["dirpath"] = os.path.join(root, "checkpoints")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except ValueError as exc:  # Lightning's word for an impossible trainer setting
+            raise ConfigError(f"invalid trainer setting: {exc}") from None
+        strategy = type(trainer.strategy)
+        if self._get(self.config, "ckpt_path") and strategy.load_checkpoint is not (
+            Strategy.load_checkpoint
+        ):
+            # FSDP, DeepSpeed and ModelParallel read checkpoints with loaders of their own, some
+            # of which unpickle whatever the file holds.
+            raise ConfigError(
+                f"--ckpt_path with the {strategy.__name__}: it loads checkpoints with its own "
+                "loader, not weights-only; domainvlm resumes on one device or with DDP"
+            )
         current = trainer.strategy.checkpoint_io
         if type(current) is not TorchCheckpointIO:
             raise ConfigError(

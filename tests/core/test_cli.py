@@ -13,6 +13,7 @@ import torch
 import yaml
 from domainvlm.core.checkpoint import load_system
 from domainvlm.core.cli import main
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -200,6 +201,33 @@ def test_ckpt_path_is_loaded_weights_only(
     assert not marker.exists()
     assert hostile.name in err and "refused: only weights_only=True checkpoints" in err
     assert len(err.splitlines()) == 1
+
+
+class OwnLoaderStrategy(SingleDeviceStrategy):
+    """Like FSDP or DeepSpeed: reads checkpoints without the checkpoint I/O plugin."""
+
+    def load_checkpoint(self, checkpoint_path, weights_only=None):
+        raise AssertionError("a strategy with its own loader must not be asked to resume")
+
+
+def test_resume_refuses_strategies_with_their_own_loader(toy_plugin, tmp_path, capsys):
+    root = toy_plugin.write_sample(tmp_path / "data")
+    strategy = {"class_path": f"{__name__}.OwnLoaderStrategy", "init_args": {"device": "cpu"}}
+    config = toy_config(tmp_path, root, strategy=strategy, max_steps=1)
+    assert main(["fit", "--config", str(config)]) == 0  # training itself is fine
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert main(["fit", "--config", str(config), "--ckpt_path", str(last)]) == 1
+    err = capsys.readouterr().err
+    assert "OwnLoaderStrategy" in err and "not weights-only" in err
+
+
+def test_impossible_trainer_setting_is_one_line(toy_plugin, tmp_path, capsys):
+    config = toy_config(tmp_path, tmp_path, strategy="no_such_strategy")
+    assert main(["fit", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("domainvlm: error: invalid trainer setting:") and "no_such_strategy" in err
+    )
 
 
 def test_weights_only_cannot_be_switched_off(toy_plugin, tmp_path, capsys):
