@@ -7,7 +7,9 @@ Three rules on top of Lightning's CLI:
   ``CSVLogger`` writes to ``<run dir>/logs/version_N``. Overriding ``--trainer.default_root_dir``
   moves them all, so two runs of one config never overwrite each other's ``last.ckpt``.
 * ``--ckpt_path`` is read with ``weights_only=True`` whatever torch is installed
-  (``WeightsOnlyCheckpointIO``); there is no ``--weights_only`` option to turn that off.
+  (``WeightsOnlyCheckpointIO``); there is no ``--weights_only`` option to turn that off, and
+  strategies that bypass the checkpoint I/O with loaders of their own (FSDP, DeepSpeed) may not
+  resume.
 * ``--config NAME`` that is not a file falls back to the configs shipped inside the package, so
   ``domainvlm fit --config remote_sensing/tiny.yaml`` (or ``configs/remote_sensing/tiny.yaml``) works
   from any directory after ``pip install``.
