@@ -197,8 +197,13 @@ def evaluate_zeroshot_all_languages(
             path = Path(args.confusion_matrix)
             options["confusion_matrix"] = path.with_name(f"{path.stem}_{lang}{path.suffix}")
         result = evaluate_zeroshot(argparse.Namespace(**options), encoder, plugin)
-        per_language[lang] = {k: v for k, v in result.items() if k not in ("task", "lang")}
-    return {"task": "zeroshot", "lang": "all", "per_language": per_language}
+        per_language[lang] = {k: v for k, v in result.items() if k not in ("task", "lang", "split")}
+    return {
+        "task": "zeroshot",
+        "lang": "all",
+        "split": result["split"],
+        "per_language": per_language,
+    }
 
 
 def format_table(result: dict) -> str:
@@ -266,16 +271,25 @@ def evaluate_zeroshot(
                 f"domain {plugin.name!r} has no {args.lang!r} class names; it offers "
                 f"{', '.join(plugin.languages)}"
             )
-        data = plugin.zeroshot_data(args.data, args.split, args.lang)
+        data, scored = plugin.zeroshot_data(args.data, args.split, args.lang), args.split
     else:
-        data = class_folder_data(args.data, args.split, args.lang)
+        data, scored = class_folder_data(args.data, args.split, args.lang)
     if args.templates:
         data.templates = load_templates(args.templates, args.lang)
     if not data.paths:
         raise EvaluationDataError(f"dataset {str(args.data)!r} has no images")
+    if len(data.classnames) < 2:
+        named = f" ({data.classnames[0]!r})" if data.classnames else ""
+        raise EvaluationDataError(
+            f"{str(args.data)!r} gives {len(data.classnames)} class{named}: zero-shot "
+            "classification needs at least two classes to choose between. eval zeroshot expects "
+            "class folders (<root>/<class>/<images>, or <root>/<split>/<class>/...) or a domain's "
+            "scene-class root; a caption set is scored with `eval retrieval`"
+        )
     classifier = ZeroShotClassifier(encoder, batch_size=args.batch_size)
     logits = classifier.logits(data.paths, data.classnames, data.templates)
-    result = {"task": "zeroshot", "lang": args.lang, **zeroshot_metrics(logits, data.labels)}
+    result = {"task": "zeroshot", "lang": args.lang, "split": scored}
+    result |= zeroshot_metrics(logits, data.labels)
     if data.groups is not None:
         result |= grouped_metrics(logits.argmax(dim=1), data.labels, data.groups)
     if data.protocol:
@@ -288,8 +302,17 @@ def evaluate_zeroshot(
     return result
 
 
-def class_folder_data(root: Path, split: str, lang: str) -> ZeroShotData:
-    """``<root>[/<split>]/<class>/<image>``; folder names are the class names (``_`` → space)."""
+SPLIT_LISTS = ("train", "val", "validation", "test")
+"""``<root>/<name>.txt`` files recognised as split lists beside class folders."""
+
+
+def class_folder_data(root: Path, split: str, lang: str) -> tuple[ZeroShotData, str]:
+    """``<root>[/<split>]/<class>/<image>``; folder names are the class names (``_`` → space).
+
+    A ``<root>/<split>.txt`` list (one image per line: a path relative to ``root``, a file name
+    or a stem, as EuroSAT's lists) selects the split's images. Returns the data and a note of
+    which images were scored, for the result.
+    """
     from domainvlm.core.images import domain_readers
     from domainvlm.core.zeroshot import templates_for
 
@@ -311,8 +334,44 @@ def class_folder_data(root: Path, split: str, lang: str) -> ZeroShotData:
             f"holding images ({', '.join(PIL_SUFFIXES)} or a domain format). For a domain "
             "dataset root, pass --domain."
         )
+    scored = f"{split} (folder {split}/)" if base != root else "all images"
+    if base == root:
+        paths, labels, scored = _listed_split(root, split, paths, labels)
     classnames = [folder.name.replace("_", " ") for folder in folders]
-    return ZeroShotData(paths, labels, classnames, list(templates_for(lang)))
+    return ZeroShotData(paths, labels, classnames, list(templates_for(lang))), scored
+
+
+def _listed_split(
+    root: Path, split: str, paths: list[Path], labels: list[int]
+) -> tuple[list[Path], list[int], str]:
+    """The images ``<root>/<split>.txt`` names; every image when the root has no split lists."""
+    listing = root / f"{split}.txt"
+    lists = [name for name in SPLIT_LISTS if (root / f"{name}.txt").is_file()]
+    if not listing.is_file():
+        if lists:
+            raise EvaluationDataError(
+                f"{str(root)!r} has split lists ({', '.join(f'{n}.txt' for n in lists)}) but no "
+                f"{split}.txt: pass --split {' or --split '.join(lists)}"
+            )
+        return paths, labels, f"all images (no {split}/ folder or {split}.txt list)"
+    keys: dict[str, int] = {}
+    for i, path in enumerate(paths):
+        for key in (path.relative_to(root).as_posix(), path.name, path.stem):
+            keys.setdefault(key, i)
+    lines = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()]
+    chosen, missing = [], []
+    for line in filter(None, lines):
+        index = keys.get(line, keys.get(Path(line).name, keys.get(Path(line).stem)))
+        if index is None:
+            missing.append(line)
+        else:
+            chosen.append(index)
+    if missing:
+        raise EvaluationDataError(
+            f"{str(listing)!r} lists {len(missing)} image(s) not found in the class folders of "
+            f"{str(root)!r}: {', '.join(missing[:3])}"
+        )
+    return [paths[i] for i in chosen], [labels[i] for i in chosen], f"{split} (list {split}.txt)"
 
 
 def evaluate_retrieval(
