@@ -4,7 +4,8 @@
 ``<book>/<page file>`` under ``<root>/images/``; categories are panel 1, character 2, balloon 3,
 text 4, onomatopoeia 5, link_sbsc 6 (speaker link), face 7. Boxes are COCO ``[x, y, w, h]``.
 Optional fields this reader uses: ``text`` (transcription) on text/balloon annotations,
-``character`` (an identity shared across pages) on character/face annotations, and on link_sbsc
+``character`` (an identity shared across pages and books) and ``name`` on character/face
+annotations, and on link_sbsc
 annotations ``text_id`` / ``character_id`` (annotation ids of the text and the speaking character,
 as CoMix's XML ``<link_sbsc text_id character_id>``). Western books read left to right.
 """
@@ -142,7 +143,7 @@ def _read_page(
             boxes[annotation.get("id")] = item
         elif category in ("character", "face"):
             identity = str(annotation.get("character", annotation.get("id")))
-            book.characters.setdefault(identity, identity)
+            book.characters.setdefault(identity, str(annotation.get("name", identity)))
             part = "face" if category == "face" else "body"
             item = CharacterBox(box, identity, str(annotation.get("id")), part)
             people.append(item)

@@ -3,7 +3,7 @@
 An item is a window of consecutive panels of one book in reading order (the context plus the
 panel after it), each panel cropped from its page through its box with the texts inside it; other
 panels of the same book as negatives for the self-supervised closure objective (no cloze labels:
-the true next panel against its own book's panels); and character crops with their book-level
+the true next panel against its own book's panels); and character crops with their
 identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
 character in view.
 """
@@ -109,7 +109,7 @@ class PanelSequenceDataset(Dataset):
             negatives.append(negatives[-1] if negatives else window[0])
         target_texts = [text.text for text in window[target][1].texts if text.text]
         book = self.books[book_index]
-        crops, identities = self._characters(book, window, rng)
+        crops, identities = self._characters(window, rng)
         return {
             "panels": torch.stack([self._load(page, panel) for page, panel in window]),
             "texts": [panel.dialogue for _, panel in window],
@@ -123,8 +123,10 @@ class PanelSequenceDataset(Dataset):
             "character_ids": identities,
         }
 
-    def _characters(self, book: Book, window: list, rng: random.Random) -> tuple[Tensor, Tensor]:
-        """Body crops (faces when a panel has no body box) with ids unique across books."""
+    def _characters(self, window: list, rng: random.Random) -> tuple[Tensor, Tensor]:
+        """Body crops (faces when a panel has no body box) labelled by character id as the
+        annotation gives it: Manga109's ids are unique across the dataset, and a CoMix identity
+        (or a sample character) seen in two books is one character."""
         found = [
             (page, person)
             for page, panel in window
@@ -136,10 +138,7 @@ class PanelSequenceDataset(Dataset):
             panel_tensor(crop_address(page.image, person.box), self.transform)
             for page, person in chosen
         ]
-        ids = [
-            zlib.crc32(f"{book.title}\0{person.character}".encode()) & 0x7FFFFFFF
-            for _, person in chosen
-        ]
+        ids = [zlib.crc32(person.character.encode()) & 0x7FFFFFFF for _, person in chosen]
         size = self.transform.settings["size"]
         while len(crops) < self.character_crops:
             crops.append(torch.zeros(3, size, size))

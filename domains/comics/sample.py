@@ -34,6 +34,8 @@ CHARACTERS = (
     ("Eli", (150, 60, 190), "box"),
     ("Fay", (250, 130, 20), "ball"),
 )
+CHARACTER_IDS = tuple(f"{0xC0000000 + i:08x}" for i in range(len(CHARACTERS)))
+"""One id per character in every book and format (Manga109 style: 8 hex digits)."""
 SETTINGS = {
     "forest": (60, 120, 50),
     "beach": (230, 210, 140),
@@ -254,7 +256,7 @@ def write_manga109(root: Path, books: list[BookSpec]) -> None:
     for book in books:
         element = ET.Element("book", title=book.title)
         characters = ET.SubElement(element, "characters")
-        char_ids = {i: f"c{i:07x}" for i in range(len(CHARACTERS))}
+        char_ids = dict(enumerate(CHARACTER_IDS))
         for i, (name, _, _) in enumerate(CHARACTERS):
             ET.SubElement(characters, "character", id=char_ids[i], name=name)
         pages = ET.SubElement(element, "pages")
@@ -346,9 +348,12 @@ def write_comix(root: Path, books: list[BookSpec]) -> None:
                 add(image_id, 1, panel.box)
                 bodies = {}
                 for figure in panel.figures:
-                    name = CHARACTERS[figure["character"]][0]
-                    bodies[figure["character"]] = add(image_id, 2, figure["body"], character=name)
-                    add(image_id, 7, figure["face"], character=name)
+                    who = {
+                        "character": CHARACTER_IDS[figure["character"]],
+                        "name": CHARACTERS[figure["character"]][0],
+                    }
+                    bodies[figure["character"]] = add(image_id, 2, figure["body"], **who)
+                    add(image_id, 7, figure["face"], **who)
                 for text in panel.texts:
                     text_id = add(image_id, 4, text["box"], text=text["text"])
                     add(

@@ -4,7 +4,7 @@
 
 - ``L_clip``: symmetric InfoNCE (core ``clip_loss``) between panel crops and their dialogue;
 - ``L_character``: supervised contrastive loss on character crops through the same image tower,
-  labelled by book-level character identity, so crops of one character lie together and a
+  labelled by character id, so crops of one character lie together and a
   character crop finds the panels it appears in;
 - ``L_closure``: cross-entropy of the ``ClosureScorer`` picking the true masked panel of a window
   (its image, its text, or its texts in their true order) against panels of the same book. It

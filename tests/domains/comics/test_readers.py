@@ -111,7 +111,7 @@ def test_malformed_xml_names_file_and_line(sample_root: Path, tmp_path: Path) ->
     [
         (lambda s: s.replace('xmax="', 'xmax="9', 1), "lies outside the 240x330 page"),
         (
-            lambda s: s.replace('character="c0000001"', 'character="ffffffff"', 1),
+            lambda s: s.replace('character="c0000001"', 'character="0fffffff"', 1),
             "not in <characters>",
         ),
     ],
