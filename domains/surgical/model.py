@@ -40,7 +40,9 @@ class SurgicalDualEncoder(nn.Module):
         register_surgical_configs()
         self.clip, self.preprocessing = build_clip(model_name, pretrained, hf_text_dir=hf_text_dir)
         self.clip.logit_scale.requires_grad_(False)  # SurgVLP's temperature is fixed
-        self.embed_dim = int(self.clip.visual.output_dim)
+        # open_clip's ViT and ResNet towers know their width; timm towers only through the config
+        config = open_clip.get_model_config(model_name) or {}
+        self.embed_dim = int(getattr(self.clip.visual, "output_dim", config.get("embed_dim", 0)))
         self.video = FramePoolingTower(self.clip.visual, pooling, self.embed_dim)
 
     def encode_frames(self, frames: Tensor) -> Tensor:

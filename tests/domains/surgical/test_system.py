@@ -81,3 +81,23 @@ def test_encoder_reads_frames_and_clip_ranges(pretrained: Path, sample_root: Pat
     pooled = encoder.image_fn(clip[None])
     assert torch.allclose(pooled[0], encoder.image_fn(clip).mean(dim=0), atol=1e-5)
     assert torch.allclose(clip[1], frame)  # frames at 2, 3, 4, 5 s: the one at 3 s is that frame
+
+
+def test_paper_recipe_towers_build_offline_from_a_local_bert_config(tmp_path: Path):
+    """ResNet-50 → avg pool → linear 768 per frame, BERT mean-pooled to 768 (no projection)."""
+    from domainvlm.domains.surgical.model import SurgicalDualEncoder
+    from transformers import BertConfig
+
+    BertConfig(
+        vocab_size=64,
+        hidden_size=768,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        intermediate_size=64,
+    ).save_pretrained(tmp_path / "bert")
+    model = SurgicalDualEncoder("surgvlp-rn50-bioclinicalbert", hf_text_dir=str(tmp_path / "bert"))
+    assert model.embed_dim == 768 and model.clip.visual.head.proj.in_features == 2048
+    with torch.no_grad():
+        clips = model.encode_clips(torch.randn(1, 2, 3, 224, 224))
+        text = model.encode_text(torch.randint(1, 60, (2, 77)))
+    assert clips.shape == (1, 768) and text.shape == (2, 768)
