@@ -14,6 +14,16 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def cache_directory(tmp_path_factory: pytest.TempPathFactory):
+    """domainvlm's cache (band statistics) in a temp folder, not the user's ~/.cache."""
+    from domainvlm.core.cache import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("domainvlm_cache")))
+        yield
+
+
 @pytest.fixture
 def toy_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """tests/plugins/toy_domain.py, installed as a plugin through a real entry point."""

@@ -1,7 +1,8 @@
 """Remote-sensing DataModules: caption sets (RS-M-CLIP), scene folders and RSVQA (semantic experts).
 
 All share one raster pipeline: a configurable band list in model channel order, per-band
-normalisation from the training images' statistics (computed once and cached in ``root``) unless
+normalisation from the training images' statistics (computed once and cached in domainvlm's cache
+directory, never in the dataset: ``domainvlm.core.cache``) unless
 ``mean``/``std`` are given, and overhead-imagery augmentation.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainvlm.core.cache import cache_file
 from domainvlm.core.datamodule import BaseDataModule
 from domainvlm.core.transforms import ImageTransform, MultiCrop
 from domainvlm.domains.remote_sensing.captions import CaptionDataset
@@ -16,9 +18,6 @@ from domainvlm.domains.remote_sensing.rasters import band_statistics, raster_inf
 from domainvlm.domains.remote_sensing.rsvqa import RSVQADataset
 from domainvlm.domains.remote_sensing.scenes import SceneFolderDataset
 from torch.utils.data import Dataset
-
-STATS_FILE = ".domainvlm_band_stats.{}.json"
-"""Per DataModule kind: caption, scene and VQA splits cover different files."""
 
 
 class RasterDataModule(BaseDataModule):
@@ -72,7 +71,8 @@ class RasterDataModule(BaseDataModule):
             stats = band_statistics(
                 self.train_image_paths(),
                 self.bands,
-                self.root / STATS_FILE.format(type(self).__name__),
+                # one file per DataModule kind: caption, scene and VQA splits cover other files
+                cache_file("band_statistics", type(self).__name__, self.root),
             )
             self.mean = [float(v) / self.max_pixel_value for v in stats.mean]
             self.std = [float(v) / self.max_pixel_value for v in stats.std]
