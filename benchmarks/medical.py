@@ -7,6 +7,13 @@ folder, per transfer syntax and overall. M3AE: one optimiser step (forward, back
 every patch; the reconstruction then covers all patches, so the decoder's work is unchanged) and
 with the authors' three passes. Runs are interleaved round by round and the median is reported.
 Prints one JSON line: {"bench": "medical", "dicom": {...}, "m3ae_step": {...}}.
+
+``--compare-passes STEPS`` instead trains the reference (three passes, M3AE's objective) and the
+joint variant from the same weights on the offline demo sample, alternating one optimiser step of
+each (same batches, same order), and reports the median per-step time ratio and, on the held-out
+split, both models' losses and accuracies computed as the reference computes them (MLM with the
+full image, MIM with clean text, ITM on clean pairs): what each objective learned, on the inputs
+a downstream model sees. Prints {"bench": "medical_passes", ...}.
 """
 
 from __future__ import annotations
@@ -19,12 +26,16 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pydicom  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
+from domainvlm.core.schedule import warmup_then_decay  # noqa: E402
+from domainvlm.domains.medical.datamodule import MedicalPretrainDataModule  # noqa: E402
 from domainvlm.domains.medical.dicom import decode_throughput  # noqa: E402
 from domainvlm.domains.medical.sample import write_sample  # noqa: E402
 from domainvlm.domains.medical.system import M3AEPretrainSystem  # noqa: E402
@@ -128,6 +139,82 @@ def step_times(preset: str, batch: int, rounds: int) -> dict:
     }
 
 
+TINY_CONFIG = Path(__file__).parents[1] / "configs" / "medical" / "tiny_pretrain.yaml"
+QUALITY = ("loss", "mlm", "mim", "itm", "mlm_acc", "itm_acc")
+
+
+def compare_passes(steps: int, batch: int, seed: int) -> dict:
+    """Equal optimiser steps of both objectives (tiny_pretrain.yaml's model and optimiser, M3AE's
+    three losses), alternating step by step; held-out quality measured the reference's way."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    model_args = {**config["model"]["init_args"], "loss_weights": {"itc": 0.0}}
+    data_args = {**config["data"]["init_args"], "batch_size": batch, "num_workers": 0}
+    with tempfile.TemporaryDirectory() as folder:
+        data_args["root"] = str(write_sample(Path(folder) / "sample", size="demo"))
+        datamodule = MedicalPretrainDataModule(**data_args, seed=seed)
+        datamodule.setup("fit")
+        torch.manual_seed(seed)
+        base = M3AEPretrainSystem(**model_args)
+        arms = {}
+        for passes in ("reference", "joint"):
+            system = M3AEPretrainSystem(**{**model_args, "passes": passes})
+            system.load_state_dict(base.state_dict())
+            optimizer = torch.optim.AdamW(
+                system.parameter_groups(), lr=system.hparams.lr, betas=tuple(system.hparams.betas)
+            )
+            warmup = int(system.hparams.warmup * steps)
+            shape = partial(
+                warmup_then_decay, total_steps=steps, warmup_steps=warmup, decay="linear"
+            )
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
+            arms[passes] = (system, optimizer, schedule)
+        times: dict[str, list[float]] = {name: [] for name in arms}
+        done = 0
+        while done < steps:
+            for data in datamodule.loader("train", shuffle=True):
+                if done == steps:
+                    break
+                for name, (system, optimizer, schedule) in arms.items():
+                    torch.manual_seed(seed + done)  # same masks and ITM pairs for both arms
+                    start = time.perf_counter()
+                    system.compute_losses(data, "train")["loss"].backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    times[name].append(time.perf_counter() - start)
+                    schedule.step()
+                done += 1
+        held_out = {
+            name: held_out_quality(system, datamodule) for name, (system, _, _) in arms.items()
+        }
+    ratios = [r / j for r, j in zip(times["reference"][1:], times["joint"][1:], strict=True)]
+    return {
+        "steps": steps,
+        "batch": batch,
+        "seed": seed,
+        "reference_step_s": round(statistics.median(times["reference"][1:]), 4),
+        "joint_step_s": round(statistics.median(times["joint"][1:]), 4),
+        "reference_over_joint_median": round(statistics.median(ratios), 2),
+        "held_out": held_out,
+        "held_out_items": len(datamodule.dataset("val")),
+    }
+
+
+@torch.no_grad()
+def held_out_quality(system: M3AEPretrainSystem, datamodule: MedicalPretrainDataModule) -> dict:
+    """Validation losses and accuracies with the reference passes (clean partners)."""
+    system.eval()
+    system.hparams.passes = "reference"
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    for data in datamodule.loader("val"):
+        losses = system.compute_losses(data, "val")
+        rows = len(data["text"])
+        for name in QUALITY:
+            sums[name] += float(losses[name]) * rows
+        count += rows
+    return {name: round(total / count, 4) for name, total in sums.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
@@ -135,8 +222,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per variant")
     parser.add_argument("--dicom-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--compare-passes",
+        type=int,
+        metavar="STEPS",
+        help="train reference and joint for STEPS alternating steps on the demo sample instead",
+    )
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compare_passes:
+        result = {
+            "bench": "medical_passes",
+            **compare_passes(args.compare_passes, args.batch, args.seed),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "machine": platform.machine(),
+        }
+        print(json.dumps(result))
+        return
     result = {
         "bench": "medical",
         "dicom": dicom_throughput(args.dicom_repeats),

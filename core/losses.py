@@ -22,16 +22,27 @@ MAX_LOGIT_SCALE = 100.0
 class LogitScale(nn.Module):
     """CLIP's learnable temperature, stored as a log so it stays positive.
 
-    Clamped at 100 as in CLIP: beyond that training becomes unstable. Optimiser set-ups can find
-    it by the name ``logit_scale`` to exempt it from weight decay.
+    Kept in [1, 100] as CLIP and open_clip do, by clamping the parameter in place after each
+    optimiser step (``clamp_``, called by ``BaseSystem``), never inside ``forward``: a clamp in the
+    graph has a zero gradient at the cap, so a scale that reached 100 (where LAION checkpoints sit)
+    could never come back down. Optimiser set-ups find it by the name ``logit_scale`` to exempt it
+    from weight decay.
     """
 
     def __init__(self, init_value: float = 1 / 0.07) -> None:
         super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_value)))
+        if not init_value > 0:
+            raise ValueError(f"the logit scale must start positive, got {init_value}")
+        start = min(max(init_value, 1.0), MAX_LOGIT_SCALE)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(start)))
 
     def forward(self) -> Tensor:
-        return self.log_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        return self.log_scale.exp()
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Bring the parameter back into [ln 1, ln 100] (open_clip does this after every step)."""
+        self.log_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
 
 
 def _check_pair(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from domainvlm.core.encoder import Encoder
+from domainvlm.core.losses import LogitScale
 from domainvlm.core.schedule import Decay, warmup_then_decay
 from torch import Tensor, nn
 
@@ -119,6 +120,21 @@ class BaseSystem(L.LightningModule):
             }
             for (decay, scale), params in groups.items()
         ]
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.after_optimizer_step()
+
+    def after_optimizer_step(self) -> None:
+        """Runs once per optimiser step, not per micro-batch (``accumulate_grad_batches`` k gives
+        one call per k batches); ``self.global_step`` is then the index of the step just taken.
+
+        Clamps every ``LogitScale`` in place, as open_clip does, so the scale stays trainable at
+        its cap. Subclasses extend it for work tied to weight updates, such as EMA teachers.
+        """
+        for module in self.modules():
+            if isinstance(module, LogitScale):
+                module.clamp_()
 
     def _trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         return ((n, p) for n, p in self.named_parameters() if p.requires_grad)

@@ -19,13 +19,25 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
+PHOTOMETRIC_STEPS = ("jitter", "grayscale", "blur", "solarize")
+
+DINO_PHOTOMETRIC: dict[str, dict[str, float]] = {
+    "global_1": {"jitter": 0.8, "grayscale": 0.2, "blur": 1.0, "solarize": 0.0},
+    "global_2": {"jitter": 0.8, "grayscale": 0.2, "blur": 0.1, "solarize": 0.2},
+    "local": {"jitter": 0.8, "grayscale": 0.2, "blur": 0.5, "solarize": 0.0},
+}
+"""DINO's per-view probabilities: colour jitter (brightness 0.4, contrast 0.4, saturation 0.2,
+hue 0.1), grayscale, Gaussian blur (sigma 0.1-2 px), solarisation (above half the white level).
+The two global views differ on purpose (one always blurred, the other sometimes solarised)."""
+
 
 class ImageTransform:
     """HWC array → normalised ``[C, size, size]`` float32 tensor.
 
     Train: random resized crop (``scale`` of the area, ``ratio`` aspect) and optional flips and
-    90° rotations. Eval: resize the short side to ``size`` and centre-crop (no randomness).
-    Normalisation per band: ``(pixel / max_pixel_value - mean) / std``.
+    90° rotations, then optional photometric steps (RGB only). Eval: resize the short side to
+    ``size`` and centre-crop (no randomness). Normalisation per band:
+    ``(pixel / max_pixel_value - mean) / std``.
     """
 
     def __init__(
@@ -41,6 +53,7 @@ class ImageTransform:
         rot90: bool = False,
         max_pixel_value: float = 255.0,
         seed: int | None = None,
+        photometric: dict[str, float] | None = None,
     ) -> None:
         """
         Args:
@@ -55,6 +68,11 @@ class ImageTransform:
             rot90: random multiples of 90° rotation (train only).
             max_pixel_value: 255 for 8-bit, 10000 for Sentinel-2 reflectance, 1 for float data.
             seed: makes augmentation reproducible; each data-loader worker derives its own stream.
+            photometric: training-only colour steps and their probabilities, keys among
+                ``jitter``, ``grayscale``, ``blur``, ``solarize`` (``DINO_PHOTOMETRIC`` holds
+                DINO's). Defined for RGB only (3 bands, pixels in ``[0, max_pixel_value]``):
+                hue, saturation and grayscale mean nothing for other band sets, and jitter would
+                move the per-band responses that tell materials apart in multispectral data.
         """
         if len(mean) != len(std) or not mean:
             raise ValueError(
@@ -66,6 +84,8 @@ class ImageTransform:
             raise ValueError(f"max_pixel_value must be positive, got {max_pixel_value}")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}")
+        if photometric is not None:
+            photometric = _check_photometric(photometric, len(mean), train)
         self.settings: dict[str, Any] = {
             "size": int(size),
             "mean": [float(v) for v in mean],
@@ -78,13 +98,17 @@ class ImageTransform:
             "rot90": bool(rot90),
             "max_pixel_value": float(max_pixel_value),
             "seed": seed,
+            "photometric": photometric,
         }
         self.bands = len(mean)
-        # Folding max_pixel_value into mean and std makes normalisation one multiply-add.
-        self._offset = np.asarray(mean, np.float32) * np.float32(max_pixel_value)
-        self._inv_scale = 1.0 / (np.asarray(std, np.float32) * np.float32(max_pixel_value))
+        # Photometric steps work on [0, 1] pixels; otherwise folding max_pixel_value into mean and
+        # std makes normalisation one multiply-add.
+        pixel_unit = 1.0 if photometric else max_pixel_value
+        self._offset = np.asarray(mean, np.float32) * np.float32(pixel_unit)
+        self._inv_scale = 1.0 / (np.asarray(std, np.float32) * np.float32(pixel_unit))
         self._streams = _WorkerStreams(seed)
-        self._pipeline = A.Compose(self._geometry(), seed=self._streams.base_seed)
+        steps = self._geometry() + _photometric_steps(photometric or {})
+        self._pipeline = A.Compose(steps, seed=self._streams.base_seed)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain values (for checkpoints): ``ImageTransform(**config)``."""
@@ -92,6 +116,8 @@ class ImageTransform:
 
     def __call__(self, image: np.ndarray) -> Tensor:
         image = self._check(image, "image")
+        if self.settings["photometric"]:
+            image = self._unit_range(image)
         self._reseed_in_worker()
         out = self._pipeline(image=image)["image"]
         return torch.from_numpy(self._normalise(out).transpose(2, 0, 1).copy())
@@ -129,6 +155,16 @@ class ImageTransform:
             raise ValueError(f"{what} has non-numeric dtype {array.dtype}")
         return np.ascontiguousarray(array, dtype=np.float32)
 
+    def _unit_range(self, image: np.ndarray) -> np.ndarray:
+        white = self.settings["max_pixel_value"]
+        if image.size and (image.min() < 0 or image.max() > white):
+            raise ValueError(
+                f"photometric augmentation needs pixels in [0, max_pixel_value={white:g}], got "
+                f"[{image.min():g}, {image.max():g}]: set max_pixel_value to the data's white "
+                "level (255 for 8-bit RGB)"
+            )
+        return image / np.float32(white)
+
     def _normalise(self, array: np.ndarray) -> np.ndarray:
         return ((array - self._offset) * self._inv_scale).astype(np.float32, copy=False)
 
@@ -136,6 +172,37 @@ class ImageTransform:
         seed = self._streams.new_worker_seed()
         if seed is not None:
             self._pipeline.set_random_seed(seed)
+
+
+def _check_photometric(photometric: dict[str, float], bands: int, train: bool) -> dict:
+    unknown = sorted(set(photometric) - set(PHOTOMETRIC_STEPS))
+    if unknown:
+        raise ValueError(f"unknown photometric steps {unknown}; known: {list(PHOTOMETRIC_STEPS)}")
+    if any(not 0.0 <= p <= 1.0 for p in photometric.values()):
+        raise ValueError(f"photometric probabilities must be in [0, 1], got {photometric}")
+    if not train:
+        raise ValueError("photometric augmentation is for training transforms only")
+    if bands != 3:
+        raise ValueError(
+            f"photometric augmentation (colour jitter, grayscale, solarisation) is defined for "
+            f"RGB imagery, 3 bands; this transform has {bands}: leave it off for multispectral data"
+        )
+    return {name: float(p) for name, p in photometric.items()}
+
+
+def _photometric_steps(probabilities: dict[str, float]) -> list[A.BasicTransform]:
+    """DINO's colour steps, in its order, on float pixels in [0, 1]."""
+    make = {
+        "jitter": lambda p: A.ColorJitter(
+            brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=p
+        ),
+        "grayscale": lambda p: A.ToGray(num_output_channels=3, p=p),
+        "blur": lambda p: A.GaussianBlur(sigma_limit=(0.1, 2.0), p=p),
+        "solarize": lambda p: A.Solarize(threshold_range=(0.5, 0.5), p=p),
+    }
+    return [
+        make[name](probabilities[name]) for name in PHOTOMETRIC_STEPS if probabilities.get(name)
+    ]
 
 
 class VideoClipTransform(ImageTransform):
@@ -146,6 +213,8 @@ class VideoClipTransform(ImageTransform):
 
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> Tensor:
         frames = [self._check(frame, f"frame {index}") for index, frame in enumerate(frames)]
+        if self.settings["photometric"]:
+            frames = [self._unit_range(frame) for frame in frames]
         if not frames:
             raise ValueError("a clip needs at least one frame")
         shapes = {frame.shape for frame in frames}
@@ -157,7 +226,13 @@ class VideoClipTransform(ImageTransform):
 
 
 class MultiCrop:
-    """DINO-style views of one image: ``n_global`` large crops first, then ``n_local`` small ones."""
+    """DINO-style views of one image: ``n_global`` large crops first, then ``n_local`` small ones.
+
+    With ``photometric`` the views also get DINO's colour steps (``DINO_PHOTOMETRIC``): global
+    views alternate DINO's first and second recipe, local views get the local one. Without it the
+    views differ by geometry only, which makes matching them easier. RGB only (see
+    ``ImageTransform``).
+    """
 
     def __init__(
         self,
@@ -174,6 +249,7 @@ class MultiCrop:
         rot90: bool = False,
         max_pixel_value: float = 255.0,
         seed: int | None = None,
+        photometric: bool = False,
     ) -> None:
         if n_global < 1 or n_local < 0:
             raise ValueError(f"need n_global >= 1 and n_local >= 0, got {n_global}, {n_local}")
@@ -186,13 +262,23 @@ class MultiCrop:
             rot90=rot90,
             max_pixel_value=max_pixel_value,
         )
-        local_seed = None if seed is None else seed + 1
-        self.global_view = ImageTransform(global_size, scale=global_scale, seed=seed, **shared)
-        self.local_view = ImageTransform(local_size, scale=local_scale, seed=local_seed, **shared)
+        recipes = DINO_PHOTOMETRIC if photometric else dict.fromkeys(DINO_PHOTOMETRIC)
+
+        def view(size: int, scale: tuple[float, float], offset: int, recipe: str) -> ImageTransform:
+            view_seed = None if seed is None else seed + offset
+            return ImageTransform(
+                size, scale=scale, seed=view_seed, photometric=recipes[recipe], **shared
+            )
+
+        self.global_view = view(global_size, global_scale, 0, "global_1")
+        self.local_view = view(local_size, local_scale, 1, "local")
+        self.global_views = [self.global_view]
+        if photometric and n_global > 1:
+            self.global_views.append(view(global_size, global_scale, 2, "global_2"))
         self.n_global, self.n_local = n_global, n_local
 
     def __call__(self, image: np.ndarray) -> list[Tensor]:
-        views = [self.global_view(image) for _ in range(self.n_global)]
+        views = [self.global_views[i % len(self.global_views)](image) for i in range(self.n_global)]
         return views + [self.local_view(image) for _ in range(self.n_local)]
 
 

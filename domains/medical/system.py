@@ -2,19 +2,20 @@
 
 Two ways to run the pretraining objectives (``passes``):
 
-* ``reference`` — the authors' three forward passes per step: MLM sees the full image and masked
-  text, MIM the masked image (75 %) and clean text, ITM full images (half swapped) and clean text.
-* ``joint`` (default) — one pass: the image tower runs once on the visible 25 % of patches and the
-  text tower once on the masked text; the fusion layers take those matched rows plus one extra
-  row per ITM negative (the row's masked text with another row's visible patches). MIM reads the
-  matched rows after fusion layer k, MLM their final text stream, ITM the positives among them and
-  the extra rows. A step costs 2.5x (tiny config) to 4.4x (256-patch model) less than the
-  reference's (benchmarks/medical.py), as no tower ever sees a full image, but it is not
-  equivalent: each loss sees a more corrupted partner (MLM a masked image, MIM masked text, ITM
-  both masked). Small findings are hidden from MLM and ITM whenever their patches are masked, and
-  the ITM head never sees a clean pair in training, so ITM scores on clean pairs are less
-  calibrated. The default is ``joint`` because at the paper's scale (324 patches, 64 text tokens)
-  the full-image passes dominate the reference's cost; ``reference`` reproduces the authors.
+* ``reference`` (default, and what the paper configs use) — the authors' three forward passes per
+  step, which is M3AE's objective: MLM sees the full image and masked text, MIM the masked image
+  (75 %) and clean text, ITM full images (half swapped) and clean text.
+* ``joint`` — a cheaper variant with a different objective: one pass, the image tower runs once
+  on the visible 25 % of patches and the text tower once on the masked text; the fusion layers
+  take those matched rows plus one extra row per ITM negative (the row's masked text with another
+  row's visible patches). MIM reads the matched rows after fusion layer k, MLM their final text
+  stream, ITM the positives among them and the extra rows. A step costs 2.5x (tiny config) to
+  4.4x (256-patch model) less (benchmarks/RESULTS.md), as no tower ever sees a full image, but
+  each loss sees a more corrupted partner (MLM a masked image, MIM masked text, ITM both masked):
+  small findings are hidden from MLM and ITM whenever their patches are masked, and the ITM head
+  never sees a clean pair in training, so its scores on clean pairs are less calibrated. The
+  offline tiny configs use it; docs/paper_configs.md and benchmarks/RESULTS.md give its measured
+  cost and quality against ``reference``.
 
 An optional contrastive loss (``loss_weights: {itc: w}``; off by default, as M3AE has none) aligns
 the pooled outputs of the image and text towers, as ALBEF does before fusing. Without it those
@@ -194,7 +195,7 @@ class M3AEPretrainSystem(M3AESystem):
 
     def __init__(
         self,
-        passes: Literal["joint", "reference"] = "joint",
+        passes: Literal["reference", "joint"] = "reference",
         image_mask_ratio: float = 0.75,
         text_mask_ratio: float = 0.15,
         mim_layer: int | None = None,
@@ -207,7 +208,8 @@ class M3AEPretrainSystem(M3AESystem):
     ) -> None:
         """
         Args:
-            passes: ``joint`` (one pass, default: cheaper) or ``reference`` (three, as the authors).
+            passes: ``reference`` (three passes, the authors' objective) or ``joint`` (one pass:
+                cheaper, a different objective; see the module docstring).
             image_mask_ratio: fraction of patches hidden from the image tower (0 = none: the
                 reconstruction then covers every patch, for timing against masking).
             text_mask_ratio: fraction of words masked (whole-word masking).

@@ -124,6 +124,7 @@ class RSCaptionDataModule(RasterDataModule):
         local_size: int = 32,
         global_scale: tuple[float, float] = (0.4, 1.0),
         local_scale: tuple[float, float] = (0.05, 0.4),
+        photometric: bool = False,
         **kwargs,
     ) -> None:
         """
@@ -138,6 +139,10 @@ class RSCaptionDataModule(RasterDataModule):
             local_size: local crop side in pixels.
             global_scale: area range of global crops.
             local_scale: area range of local crops.
+            photometric: DINO's colour jitter, grayscale, blur and solarisation on the crops
+                (``core.transforms.DINO_PHOTOMETRIC``). RGB only, with ``max_pixel_value`` the
+                white level: on multispectral bands they are undefined or would distort the
+                spectral signatures the model has to learn.
         """
         super().__init__(root=root, **kwargs)
         self.annotation = annotation
@@ -147,6 +152,7 @@ class RSCaptionDataModule(RasterDataModule):
         self.n_global_crops, self.n_local_crops = n_global_crops, n_local_crops
         self.local_size = local_size
         self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
+        self.photometric = photometric
 
     def _captions(self, split: str, transform=None) -> CaptionDataset:
         return CaptionDataset(
@@ -177,6 +183,7 @@ class RSCaptionDataModule(RasterDataModule):
             n_local=self.n_local_crops,
             global_scale=self.global_scale,
             local_scale=self.local_scale,
+            photometric=self.photometric,
             **self.transform_settings(),
         )
         return self._captions(split, transform)

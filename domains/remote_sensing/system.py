@@ -3,12 +3,17 @@
 ``L = L_clip + λ·L_sd``: the symmetric InfoNCE between images and captions (any of the ten
 languages per step) plus DINO self-distillation, where the student image tower sees global and
 local crops and an EMA teacher sees the global crops only (docs/remote_sensing.md).
+
+As in DINO, the teacher moves once per optimiser step (not per micro-batch) and the DINO head's
+last layer gets no update during the first ``freeze_last_layer`` epochs. ``clip_views`` says which
+views the CLIP loss reads: the first global crop, or every global crop as SILC does
+(docs/paper_configs.md says which one the paper config uses).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +73,8 @@ class RSMCLIP(BaseSystem):
         center_momentum: float = 0.9,
         ema_momentum: float = 0.996,
         ema_final_momentum: float = 1.0,
+        freeze_last_layer: int = 1,
+        clip_views: Literal["first", "global"] = "first",
         **kwargs: Any,
     ) -> None:
         """
@@ -89,14 +96,24 @@ class RSMCLIP(BaseSystem):
             center_momentum: momentum of the teacher centre.
             ema_momentum: EMA momentum of the teacher at the start (cosine ramp to the final value).
             ema_final_momentum: EMA momentum at the end of training.
+            freeze_last_layer: epochs during which the DINO head's last layer gets no update (its
+                gradients are dropped after clipping, as DINO does; DINO's default is 1).
+            clip_views: the views the CLIP loss reads in training: ``first`` (the first global
+                crop) or ``global`` (every global crop against the same captions, averaged; SILC:
+                each view the teacher distils from is also aligned with text). Validation always
+                reads the one evaluation view.
         """
         super().__init__(**kwargs)
+        if clip_views not in ("first", "global"):
+            raise ValueError(f"clip_views must be 'first' or 'global', got {clip_views!r}")
+        if freeze_last_layer < 0:
+            raise ValueError(f"freeze_last_layer must be >= 0 epochs, got {freeze_last_layer}")
         self.model, model_preprocessing = build_clip(
             model_name, pretrained, in_chans=in_chans, hf_text_dir=hf_text_dir
         )
         self.preprocessing = {**model_preprocessing, **self.preprocessing}
         self.tokenizer = build_tokenizer(tokenizer, context_length)
-        # Our clamped scale replaces open_clip's so the 100 cap holds; it starts from its value.
+        # Our scale (clamped after each step) replaces open_clip's; it starts from its value.
         self.logit_scale = LogitScale(float(self.model.logit_scale.detach().exp()))
         self.model.logit_scale.requires_grad_(False)
         self.distill_weight = distill_weight
@@ -125,14 +142,17 @@ class RSMCLIP(BaseSystem):
         views = batch["image"] if isinstance(batch["image"], list) else [batch["image"]]
         text = F.normalize(self.encode_text(batch["text"]), dim=-1)
         distill = self.distill_weight > 0 and stage == "train" and len(views) > 1
+        n_global = self.preprocessing.get("n_global_crops", 2)
+        n_clip = n_global if self.hparams.clip_views == "global" and stage == "train" else 1
         if distill:
             student = [self.student(view) for view in views]
-            image = F.normalize(student[0][0], dim=-1)
+            embeddings = [out[0] for out in student[:n_clip]]
         else:
-            image = F.normalize(self.encode_image(views[0]), dim=-1)
-        losses = {"clip": clip_loss(image, text, self.logit_scale())}
+            embeddings = [self.encode_image(view) for view in views[:n_clip]]
+        scale = self.logit_scale()
+        per_view = [clip_loss(F.normalize(e, dim=-1), text, scale) for e in embeddings]
+        losses = {"clip": torch.stack(per_view).mean()}
         if distill:
-            n_global = self.preprocessing.get("n_global_crops", 2)
             teacher = [self.teacher(view)[1] for view in views[:n_global]]
             losses["self_distillation"] = self.dino_loss(
                 [out[1] for out in student], teacher, self.current_epoch
@@ -143,10 +163,22 @@ class RSMCLIP(BaseSystem):
         losses["logit_scale"] = self.logit_scale().detach()
         return losses
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
         if self.distill_weight > 0:
             total = int(self.trainer.estimated_stepping_batches)
             self.teacher.update(self.student, self.global_step, total)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # DINO clips, then drops the last layer's gradients: AdamW then leaves it untouched.
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if self.distill_weight > 0 and self.current_epoch < self.hparams.freeze_last_layer:
+            self.student.head.last_layer.zero_grad(set_to_none=True)
 
     def encoder(self, adjustment: InputAdjustment | None = None) -> Encoder:
         """Images load through ``core.images.read_image`` (capped, GeoTIFF/PNG/JPEG only) and are

@@ -44,15 +44,25 @@ def _unit(rows: int, dim: int, seed: int) -> torch.Tensor:
     return F.normalize(torch.randn(rows, dim, generator=generator, dtype=torch.float64), dim=-1)
 
 
-def test_logit_scale_starts_at_clip_value_and_clamps_at_100() -> None:
+def test_logit_scale_starts_at_clip_value_and_is_clamped_in_place_not_in_the_graph() -> None:
     scale = LogitScale()
     assert scale().item() == pytest.approx(1 / 0.07)
+    assert LogitScale(1000.0)().item() == pytest.approx(100.0)  # a start above the cap is capped
     with torch.no_grad():
         scale.log_scale.fill_(math.log(1000.0))
     value = scale()
-    assert value.item() == pytest.approx(100.0)
     value.backward()
-    assert scale.log_scale.grad.item() == 0.0
+    # forward is exp(log_scale) itself: the gradient d exp(x)/dx = 1000, never a clamp's zero
+    assert value.item() == pytest.approx(1000.0, rel=1e-5)
+    assert scale.log_scale.grad.item() == pytest.approx(1000.0, rel=1e-5)
+    scale.clamp_()
+    assert scale.log_scale.item() == pytest.approx(math.log(100.0))
+    with torch.no_grad():
+        scale.log_scale.fill_(-1.0)
+    scale.clamp_()
+    assert scale.log_scale.item() == 0.0  # open_clip's floor: a scale of 1
+    with pytest.raises(ValueError, match="positive"):
+        LogitScale(0.0)
 
 
 def test_clip_loss_matches_hand_computation_and_open_clip() -> None:

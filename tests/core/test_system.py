@@ -8,6 +8,7 @@ from domainvlm.core.checkpoint import load_system
 from domainvlm.core.datamodule import collate
 from domainvlm.core.ema import EMATeacher
 from domainvlm.core.errors import CheckpointError
+from domainvlm.core.losses import MAX_LOGIT_SCALE, LogitScale
 from domainvlm.core.schedule import warmup_then_decay
 from domainvlm.core.system import BaseSystem
 from torch import nn
@@ -121,3 +122,64 @@ def test_collate_handles_images_views_clips_and_text():
     assert batch["text"] == ["caption 0", "caption 1", "caption 2"]
     assert batch["label"].tolist() == [0, 1, 2]
     assert batch["meta"][0] == {"crs": "EPSG:4326"}
+
+
+class ScaleAtCap(BaseSystem):
+    """A logit scale at the cap (ln 100, where LAION checkpoints sit) whose loss pushes it up
+    (``direction`` 1) or down (-1); records the global step of every optimiser step."""
+
+    def __init__(self, direction: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.logit_scale = LogitScale(MAX_LOGIT_SCALE)
+        self.direction = direction
+        self.steps: list[int] = []
+        self.gradients: list[float] = []
+
+    def compute_losses(self, batch, stage):
+        return {"loss": -self.direction * self.logit_scale() * batch["x"].mean()}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.gradients.append(float(self.logit_scale.log_scale.grad))
+
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
+        self.steps.append(self.global_step)
+
+
+def _fit(system: BaseSystem, batches: int, accumulate: int) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    data = [{"x": torch.ones(1)} for _ in range(batches)]
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        accumulate_grad_batches=accumulate,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(system, DataLoader(data, batch_size=None))
+
+
+def test_logit_scale_stays_trainable_at_the_cap_and_is_clamped_after_each_step():
+    cap = math.log(MAX_LOGIT_SCALE)
+    up = ScaleAtCap(direction=1.0, lr=0.1, warmup=0, decay="constant")
+    _fit(up, batches=2, accumulate=1)
+    # d(-scale)/d(log scale) = -100: the gradient is alive at the cap ...
+    assert up.gradients == pytest.approx([-100.0, -100.0])
+    # ... and the in-place clamp after each step keeps the parameter at the cap
+    assert up.logit_scale.log_scale.item() <= torch.tensor(cap).item()  # ln 100 in float32
+    assert up.logit_scale.log_scale.item() == pytest.approx(cap)
+    down = ScaleAtCap(direction=-1.0, lr=0.1, warmup=0, decay="constant")
+    _fit(down, batches=2, accumulate=1)
+    assert down.logit_scale.log_scale.item() < cap - 0.15  # two AdamW steps of ~lr each
+
+
+def test_step_hook_runs_once_per_optimiser_step_with_gradient_accumulation():
+    system = ScaleAtCap(lr=0.1, warmup=0, decay="constant")
+    _fit(system, batches=4, accumulate=2)
+    # 4 micro-batches, 2 per step: 2 steps, numbered from 0, each seeing 2 summed gradients
+    assert system.steps == [0, 1]
+    assert system.gradients == pytest.approx([-100.0, -100.0])

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from domainvlm.core.transforms import ImageTransform, MultiCrop, TextTransform, VideoClipTransform
+from domainvlm.core.transforms import (
+    DINO_PHOTOMETRIC,
+    ImageTransform,
+    MultiCrop,
+    TextTransform,
+    VideoClipTransform,
+)
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -94,6 +100,64 @@ def test_multicrop_returns_globals_then_locals() -> None:
     )(image)
     assert [tuple(view.shape) for view in views] == [(4, 48, 48)] * 2 + [(4, 16, 16)] * 5
     assert not torch.equal(views[0], views[1])
+
+
+def _photometric(steps: dict[str, float]) -> ImageTransform:
+    return ImageTransform(
+        16,
+        [0.0] * 3,
+        [1.0] * 3,
+        train=True,
+        scale=(1.0, 1.0),
+        hflip=False,
+        photometric=steps,
+        seed=0,
+    )
+
+
+def test_photometric_steps_on_rgb_pixels_in_unit_range() -> None:
+    orange = np.empty((24, 24, 3), np.uint8)
+    orange[:] = (200, 100, 50)
+    # solarisation inverts every value above half the white level, on [0, 1] pixels
+    solarised = _photometric({"solarize": 1.0})(orange)
+    expected = torch.tensor([55 / 255, 100 / 255, 50 / 255])[:, None, None].expand(3, 16, 16)
+    assert torch.allclose(solarised, expected, atol=1e-5)
+    # grayscale: three equal channels, the ITU-R 601 luma of the colour
+    grey = _photometric({"grayscale": 1.0})(orange)
+    luma = (0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255
+    assert torch.allclose(grey, torch.full_like(grey, luma), atol=2e-3)
+    jittered = _photometric({"jitter": 1.0})(orange)
+    assert not torch.allclose(jittered[:, 0, 0], torch.tensor([200, 100, 50]) / 255, atol=1e-2)
+    # blur: a checkerboard loses contrast
+    board = (np.indices((16, 16)).sum(axis=0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    assert _photometric({"blur": 1.0})(board).std() < 0.8 * _photometric({})(board).std()
+
+
+def test_photometric_steps_refuse_what_they_cannot_mean() -> None:
+    with pytest.raises(ValueError, match="RGB imagery, 3 bands; this transform has 4"):
+        ImageTransform(16, [0.5] * 4, [0.2] * 4, train=True, photometric={"jitter": 0.8})
+    with pytest.raises(ValueError, match="training transforms only"):
+        ImageTransform(16, [0.5] * 3, [0.2] * 3, photometric={"jitter": 0.8})
+    with pytest.raises(ValueError, match="unknown photometric steps"):
+        ImageTransform(16, [0.5] * 3, [0.2] * 3, train=True, photometric={"sharpen": 1.0})
+    uint16 = np.full((20, 20, 3), 4000, np.uint16)
+    with pytest.raises(ValueError, match="max_pixel_value=255"):
+        _photometric({"jitter": 0.8})(uint16)
+
+
+def test_multicrop_photometric_views_follow_dino() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    crops = MultiCrop(32, 16, [0.5] * 3, [0.25] * 3, n_global=3, n_local=2, photometric=True)
+    recipes = [view.settings["photometric"] for view in crops.global_views]
+    assert recipes == [DINO_PHOTOMETRIC["global_1"], DINO_PHOTOMETRIC["global_2"]]
+    assert crops.local_view.settings["photometric"] == DINO_PHOTOMETRIC["local"]
+    views = crops(image)
+    assert [tuple(view.shape) for view in views] == [(3, 32, 32)] * 3 + [(3, 16, 16)] * 2
+    plain = MultiCrop(32, 16, [0.5] * 4, [0.25] * 4, n_global=2, n_local=1)
+    assert plain.global_views == [plain.global_view]
+    assert plain.global_view.settings["photometric"] is None
+    with pytest.raises(ValueError, match="multispectral"):
+        MultiCrop(32, 16, [0.5] * 4, [0.25] * 4, photometric=True)
 
 
 def test_every_frame_of_a_clip_gets_the_same_crop() -> None:

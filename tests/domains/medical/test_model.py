@@ -44,7 +44,8 @@ TEXTS = [
 
 def pretrain_system(**overrides) -> M3AEPretrainSystem:
     torch.manual_seed(0)
-    return M3AEPretrainSystem(**{**SIZES, "decoder_width": 32, "decoder_depth": 1, **overrides})
+    settings = {**SIZES, "decoder_width": 32, "decoder_depth": 1, "passes": "joint"}
+    return M3AEPretrainSystem(**{**settings, **overrides})
 
 
 def batch(size: int = 6) -> dict:

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from domainvlm.core.checkpoint import load_system
+from domainvlm.core.losses import clip_loss
 from domainvlm.domains.remote_sensing import PLUGIN
 from domainvlm.domains.remote_sensing.datamodule import RSCaptionDataModule
 from domainvlm.domains.remote_sensing.system import RSMCLIP
@@ -90,3 +92,71 @@ def test_retrieval_hook_lists_every_caption_with_its_language(sample_root):
     assert len(data.captions) == len(data.image_index) == len(data.languages)
     assert set(data.languages) == set(PLUGIN.languages)
     assert max(data.image_index) == len(data.paths) - 1
+
+
+def test_clip_loss_reads_every_global_view_when_asked(sample_root):
+    """SILC: each global view the teacher distils from is also aligned with the captions."""
+    datamodule, batch = small_batch(sample_root)
+    torch.manual_seed(0)
+    system = RSMCLIP(in_chans=4, dino_out_dim=16, dino_hidden=16, clip_views="global")
+    system.preprocessing = datamodule.preprocessing()
+    with torch.no_grad():
+        losses = system.compute_losses(batch, "train")
+        text = F.normalize(system.encode_text(batch["text"]), dim=-1)
+        per_view = [
+            clip_loss(F.normalize(system.encode_image(view), dim=-1), text, system.logit_scale())
+            for view in batch["image"][:2]
+        ]
+    assert not torch.allclose(per_view[0], per_view[1])
+    assert torch.allclose(losses["clip"], (per_view[0] + per_view[1]) / 2, atol=1e-5)
+    system.hparams.clip_views = "first"
+    with torch.no_grad():
+        assert torch.allclose(system.compute_losses(batch, "train")["clip"], per_view[0], atol=1e-5)
+    with pytest.raises(ValueError, match="clip_views"):
+        RSMCLIP(clip_views="all")
+
+
+def test_teacher_moves_once_per_optimiser_step_and_last_layer_waits_an_epoch(sample_root):
+    """Gradient accumulation 2 over 2 epochs of 2 micro-batches: 2 EMA updates (not 4), numbered
+    by optimiser step; DINO's last layer stays as initialised through epoch 0 only."""
+    import lightning as L
+
+    datamodule = RSCaptionDataModule(
+        root=str(sample_root), bands=[3, 2, 1, 4], n_local_crops=1, batch_size=4, num_workers=0
+    )
+    torch.manual_seed(0)
+    system = RSMCLIP(in_chans=4, dino_out_dim=16, dino_hidden=16, lr=1e-2, warmup=0)
+    updates: list[tuple[int, int]] = []
+    update = system.teacher.update
+
+    def recording_update(student, step, total_steps):
+        updates.append((step, total_steps))
+        return update(student, step, total_steps)
+
+    system.teacher.update = recording_update
+    head = system.student.head
+    snapshots = [{name: p.detach().clone() for name, p in head.named_parameters()}]
+
+    class Snapshot(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            snapshots.append({name: p.detach().clone() for name, p in head.named_parameters()})
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Snapshot()],
+    )
+    trainer.fit(system, datamodule=datamodule)
+    assert updates == [(0, 2), (1, 2)]
+    direction = "last_layer.parametrizations.weight.original1"
+    start, after_epoch_0, after_epoch_1 = snapshots
+    assert torch.equal(after_epoch_0[direction], start[direction])
+    assert not torch.equal(after_epoch_0["mlp.0.weight"], start["mlp.0.weight"])
+    assert not torch.equal(after_epoch_1[direction], after_epoch_0[direction])
