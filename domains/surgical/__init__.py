@@ -5,7 +5,7 @@ from pathlib import Path
 
 from domainvlm.core.registry import DomainPlugin
 from domainvlm.domains.surgical.evaluation_data import retrieval_data, zeroshot_data
-from domainvlm.domains.surgical.knowledge import moment_records
+from domainvlm.domains.surgical.knowledge import moment_queries, moment_records
 from domainvlm.domains.surgical.sample import write_sample
 from domainvlm.domains.surgical.tasks import PHASES, TOOLS
 from domainvlm.domains.surgical.templates import templates
@@ -26,6 +26,7 @@ PLUGIN = DomainPlugin(
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "surgical",
     write_sample=write_sample,
     knowledge_from_data=moment_records,
+    knowledge_queries=moment_queries,
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
     templates=templates,

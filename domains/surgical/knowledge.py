@@ -16,6 +16,8 @@ import numpy as np
 from domainvlm.core.errors import DataRootError
 from domainvlm.domains.surgical.phases import CHOLEC80_PHASES, read_phase_file
 from domainvlm.domains.surgical.system import clip_path
+from domainvlm.domains.surgical.templates import CHOLEC80_PROMPTS
+from domainvlm.domains.surgical.transcripts import TRANSCRIPT_DIRS, read_transcript
 from domainvlm.domains.surgical.video import probe
 from domainvlm.domains.surgical.video import read_all as read_all_videos
 
@@ -64,3 +66,18 @@ def moment_records(root: str | Path, skip_bad_files: bool = False) -> list[dict[
                 ]
             records.append(record)
     return records
+
+
+def moment_queries(root: str | Path | None, limit: int = 256) -> list[dict[str, Any]]:
+    """Text queries of the kind moment search gets, for tuning the index and measuring its recall:
+    narration sentences of the second transcript (or the published phase prompts without data)."""
+    if root is None:
+        return [{"text": prompt} for prompt in CHOLEC80_PROMPTS.values()]
+    folder = Path(root) / TRANSCRIPT_DIRS[1]
+    texts = []
+    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        texts += [sentence.text for sentence in read_transcript(path)]
+    if not texts:
+        return [{"text": prompt} for prompt in CHOLEC80_PROMPTS.values()]
+    step = max(1, len(texts) // limit)
+    return [{"text": text} for text in texts[::step][:limit]]

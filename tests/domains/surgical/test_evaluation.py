@@ -88,3 +88,11 @@ def test_kb_build_and_moment_search(pretrained: Path, sample_root: Path, tmp_pat
         best["video"],
         best["start"],
     )
+
+
+def test_moment_queries_are_narration_sentences(sample_root: Path):
+    from domainvlm.domains.surgical.knowledge import moment_queries
+
+    queries = moment_queries(sample_root, limit=10)
+    assert len(queries) == 10 and all(q["text"] for q in queries)
+    assert len(moment_queries(None)) == 7
