@@ -92,7 +92,9 @@ class DomainPlugin:
     base with (records holding a ``text``, or an ``image`` path relative to ``root``), none of
     them stored in it; ``kb build --domain`` tunes the index and measures its recall with them."""
     image_readers: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
-    """File suffix (".tif", ".dcm", ...) → reader returning an HWC numpy array."""
+    """File suffix (".tif", ".dcm", ...) → reader returning an HWC numpy array. A
+    ``core.images.SizedReader`` also tells the pixel count from the header, so the pixel cap
+    holds before it decodes; a plain reader's array is checked after."""
     zeroshot_data: Callable[[Path, str, str], ZeroShotData] | None = None
     """``zeroshot_data(root, split, lang)``: labelled images of a dataset root (sample or real)."""
     retrieval_data: Callable[[Path, str], RetrievalData] | None = None
