@@ -25,6 +25,7 @@ COMMANDS = {
     "sample-data": "domainvlm.core.commands.sample_data",
     "zeroshot": "domainvlm.core.commands.zeroshot",
     "eval": "domainvlm.core.commands.evaluate",
+    "ask": "domainvlm.core.commands.ask",
     "kb": "domainvlm.core.commands.kb",
     "serve": "domainvlm.core.commands.serve",
 }

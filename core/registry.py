@@ -106,6 +106,11 @@ class DomainPlugin:
     answer_questions: Callable[[Any, list[Path], list[str], int], list[str]] | None = None
     """``answer_questions(system, paths, questions, batch_size)``: a trained system's answers,
     normalised as ``VQAData.answers``; a DomainVLMError when the system does not answer."""
+    rank_answers: Callable[..., list[list[tuple[str, float]]]] | None = None
+    """``rank_answers(system, paths, questions, top_k, frame)``: each question's ``top_k``
+    answers, best first, with their probabilities (softmax over the answer vocabulary), for
+    ``domainvlm ask`` and ``POST /v1/vqa``; ``frame`` (0-based, ``None`` = the first) picks a
+    frame of a multi-frame file, or is refused where the file has none."""
     languages: tuple[str, ...] = ("en",)
     evaluations: dict[str, DomainEvaluation] = field(default_factory=dict)
     """Name → extra ``domainvlm eval`` task of this domain."""

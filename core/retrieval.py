@@ -255,10 +255,12 @@ FILTER_SYNTAX = (
 FILTERABLE = {"text", "integer", "real", "true", "false", "null"}
 
 
-def check_filters(where: Mapping[str, Any], fields: Mapping[str, set[str]]) -> None:
+def check_filters(where: Mapping[str, Any], knowledge_base: KnowledgeBase) -> None:
     """Refuse a filter that can match nothing for a reason the user cannot see: a field no
     record has, or one that only holds lists or objects (a filter compares whole scalar values).
-    ``fields`` is ``KnowledgeBase.metadata_fields()``."""
+    A malformed filter gets the knowledge base's own error first."""
+    knowledge_base.matching_ids(where)
+    fields = knowledge_base.metadata_fields()
     scalar = sorted(key for key, kinds in fields.items() if kinds & FILTERABLE)
     for key in where:
         if key not in fields:

@@ -1,4 +1,5 @@
-"""HTTP service: zero-shot classification and knowledge-base search over one encoder.
+"""HTTP service: zero-shot classification, knowledge-base search and (for a VQA checkpoint)
+question answering over one model.
 
 Safety first, because the service reads untrusted uploads: the body size is capped while it is
 being received (a lying or missing Content-Length does not help), pixels are capped before
@@ -16,14 +17,14 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from domainvlm.core.encoder import Encoder
 from domainvlm.core.errors import DomainVLMError
-from domainvlm.core.images import ImageTooLargeError, pixel_limit
+from domainvlm.core.images import ImageReadError, ImageTooLargeError, pixel_limit
 from domainvlm.core.retrieval import (
     KnowledgeBaseSearch,
     check_filters,
@@ -44,6 +45,9 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+T = TypeVar("T")
+Answerer = Callable[[list[str], list[str], int, int | None], list[dict]]
+"""``answer(paths, questions, top_k, frame)``: ``core.vqa.ask_questions`` bound to a system."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,10 @@ def create_app(
     token: str | None = None,
     limits: ServiceLimits = ServiceLimits(),
     allow_encoder_mismatch: bool = False,
+    answerer: Answerer | None = None,
 ) -> FastAPI:
     """The app; a knowledge base built with another encoder is refused here, at startup.
+    ``POST /v1/vqa`` exists when ``answerer`` is given (a checkpoint whose domain answers).
 
     ``GET /v1/health`` names the encoder by its identity hash only: its ``name`` holds server
     paths (a checkpoint's absolute path), which are nobody's business but the operator's.
@@ -201,7 +207,7 @@ def create_app(
             raise HTTPException(422, f"at most {limits.max_filters} filters, got {len(filters)}")
         where = parse_filters(filters or [])
         if where:
-            check_filters(where, searchers[kb].knowledge_base.metadata_fields())
+            check_filters(where, searchers[kb].knowledge_base)
         tensor = _load_upload(encoder, image, limits) if image is not None else None
         with model_lock:
             if tensor is None:
@@ -209,6 +215,28 @@ def create_app(
             else:
                 hits = searchers[kb].search_image(tensor, k, where)
         return {"kb": kb, "results": [hit_to_dict(hit, rank) for rank, hit in enumerate(hits, 1)]}
+
+    if answerer is not None:
+
+        @app.post("/v1/vqa")
+        def vqa(
+            image: Annotated[UploadFile, File(description="the image the question is about")],
+            question: Annotated[str, Form(description="the question, in the training language")],
+            top_k: Annotated[int, Form(ge=1, le=limits.max_k)] = 5,
+            frame: Annotated[
+                int | None, Form(ge=0, description="0-based frame of a multi-frame DICOM")
+            ] = None,
+        ) -> dict:
+            if not 0 < len(question) <= limits.max_text_chars:
+                raise HTTPException(
+                    422, f"'question' must hold 1 to {limits.max_text_chars} characters"
+                )
+
+            def answer(path: str) -> dict:
+                with model_lock:
+                    return answerer([path], [question], top_k, frame)[0]
+
+            return {"question": question, **_with_upload(image, limits, answer, only_reads=True)}
 
     return app
 
@@ -274,10 +302,19 @@ def _parse_templates(text: str, limits: ServiceLimits) -> list[str]:
 
 
 def _load_upload(encoder: Encoder, upload: UploadFile, limits: ServiceLimits) -> Tensor:
-    """Decode through the encoder's own loader from a private temp file, under the pixel cap.
+    """Decode through the encoder's own loader, under the pixel cap."""
+    return _with_upload(upload, limits, encoder.load_image)
+
+
+def _with_upload(
+    upload: UploadFile, limits: ServiceLimits, use: Callable[[str], T], only_reads: bool = False
+) -> T:
+    """``use(path)`` on a private temp copy of the upload, under the pixel cap.
 
     The temp file keeps only a sanitised suffix of the client's name: it picks the reader
-    (GeoTIFF, DICOM, ...) and nothing the client sends ever becomes a server path.
+    (GeoTIFF, DICOM, ...) and nothing the client sends ever becomes a server path. Any failure
+    of ``use`` means a bad upload (the encoder's loader may be any domain's), or with
+    ``only_reads`` only an ``ImageReadError`` does (``use`` also runs a model).
     """
     name = upload.filename or "upload"
     suffix = Path(name).suffix.lower()
@@ -287,11 +324,13 @@ def _load_upload(encoder: Encoder, upload: UploadFile, limits: ServiceLimits) ->
         tmp.flush()
         try:
             with pixel_limit(limits.max_pixels):
-                return encoder.load_image(tmp.name)
+                return use(tmp.name)
         except ImageTooLargeError as exc:
             message = str(exc).replace(repr(tmp.name), repr(name)).replace(tmp.name, name)
             raise HTTPException(413, message) from exc
-        except Exception as exc:  # the encoder's loader may be any domain's: all mean a bad upload
+        except Exception as exc:
+            if only_reads and not isinstance(exc, ImageReadError):
+                raise
             reason = str(exc).replace(repr(tmp.name), repr(name)).replace(tmp.name, name)
             log.info("rejected upload %r: %s", name, reason)
             raise HTTPException(

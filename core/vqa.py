@@ -1,4 +1,5 @@
-"""Visual question answering evaluation for ``domainvlm eval vqa``, for any domain that answers.
+"""Visual question answering for ``domainvlm eval vqa``, ``domainvlm ask`` and ``POST /v1/vqa``,
+for any domain that answers.
 
 A domain takes part through two plugin hooks: ``vqa_data(root, split)`` reads its questions
 (``VQAData``) and ``answer_questions(system, paths, questions, batch_size)`` asks a trained system.
@@ -6,6 +7,9 @@ Accuracy is exact match on the domain's normalised answers, overall and per answ
 VQA reports open and closed questions separately), printed beside the majority-answer baseline:
 always giving the most frequent training answer already scores about half of VQA-RAD's closed
 questions, so a model is worth only its accuracy above that.
+
+Asking (``ask_questions``) uses a third hook, ``rank_answers``, for each answer's probability; a
+domain with only ``answer_questions`` answers without one.
 """
 
 from __future__ import annotations
@@ -83,3 +87,39 @@ def format_vqa_table(result: dict) -> str:
         cells = (f"{100 * accuracy[c]:>8.1f}" if c in accuracy else f"{'-':>8}" for c in columns)
         lines.append(" ".join([f"{name:<{width}}", *cells]))
     return "\n".join(lines)
+
+
+def ask_questions(
+    system: Any,
+    plugin: DomainPlugin | None,
+    paths: Sequence[Any],
+    questions: Sequence[str],
+    top_k: int = 5,
+    frame: int | None = None,
+) -> list[dict]:
+    """One ``{"answer", "probability", "top_k": [{"answer", "probability"}, ...]}`` per
+    question (question i about ``paths[i]``), through the domain's hooks."""
+    if plugin is None or (plugin.rank_answers is None and plugin.answer_questions is None):
+        name = f"domain {plugin.name!r}" if plugin is not None else "this checkpoint's domain"
+        raise VQAEvaluationError(
+            f"{name} does not answer questions (no rank_answers or answer_questions hook); "
+            "questions need a checkpoint of a VQA system (medical: configs/medical/tiny_vqa.yaml "
+            "or vqa_rad.yaml), or --domain for the domain that reads it"
+        )
+    if top_k < 1:
+        raise VQAEvaluationError(f"top_k must be at least 1, got {top_k}")
+    if plugin.rank_answers is None:
+        if frame:
+            raise VQAEvaluationError(f"domain {plugin.name!r} cannot pick a frame of a file")
+        answers = plugin.answer_questions(system, list(paths), list(questions), 16)
+        ranked = [[(answer, None)] for answer in answers]
+    else:
+        ranked = plugin.rank_answers(system, list(paths), list(questions), top_k, frame)
+    return [
+        {
+            "answer": ranking[0][0],
+            "probability": ranking[0][1],
+            "top_k": [{"answer": a, "probability": p} for a, p in ranking],
+        }
+        for ranking in ranked
+    ]

@@ -345,7 +345,7 @@ def search(args: argparse.Namespace) -> int:
         raise KnowledgeBaseCommandError(f"{exc} (--allow-encoder-mismatch)") from exc
     where = parse_filters(args.filter)
     if where:
-        check_filters(where, knowledge_base.metadata_fields())
+        check_filters(where, knowledge_base)
     if args.text is not None:
         hits = searcher.search_text(args.text, args.k, where)
     else:
@@ -419,7 +419,7 @@ def delete(args: argparse.Namespace) -> int:
     ids = list(args.id)
     if args.filter:
         where = parse_filters(args.filter)
-        check_filters(where, knowledge_base.metadata_fields())
+        check_filters(where, knowledge_base)
         ids = knowledge_base.matching_ids(where).tolist()
     unknown = sorted(set(ids) - set(knowledge_base.ids().tolist()))
     if args.id and unknown:

@@ -3,7 +3,8 @@
     domainvlm serve --checkpoint C [--kb NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--token T]
 
 Endpoints: POST /v1/zeroshot (multipart: image, classes), POST /v1/search (multipart: kb, text or
-image, k, filter), GET /v1/health, OpenAPI docs at /docs. It listens on 127.0.0.1 unless told
+image, k, filter), POST /v1/vqa (multipart: image, question, top_k, frame; for a checkpoint whose
+domain answers questions, e.g. a medical VQA checkpoint), GET /v1/health, OpenAPI docs at /docs. It listens on 127.0.0.1 unless told
 otherwise. With a token (--token or the DOMAINVLM_TOKEN environment variable, which keeps it out
 of the process list) every request needs the header "Authorization: Bearer <token>".
 """
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from domainvlm.core.commands import (
     add_device_argument,
@@ -23,6 +25,9 @@ from domainvlm.core.commands import (
     speed_options,
 )
 from domainvlm.core.errors import DomainVLMError
+
+if TYPE_CHECKING:
+    from domainvlm.core.service import Answerer
 
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
@@ -69,13 +74,30 @@ def parse_knowledge_bases(items: list[str]) -> dict[str, Path]:
     return bases
 
 
+def question_answerer(system: Any) -> Answerer | None:
+    """``ask_questions`` bound to the checkpoint's system when its domain answers questions."""
+    from domainvlm.core.commands.evaluate import resolve_domain
+    from domainvlm.core.vqa import ask_questions
+
+    if system is None:
+        return None
+    plugin = resolve_domain(None, type(system).__module__)
+    if plugin is None or (plugin.rank_answers is None and plugin.answer_questions is None):
+        return None
+
+    def answer(paths: list[str], questions: list[str], top_k: int, frame: int | None) -> list:
+        return ask_questions(system, plugin, paths, questions, top_k, frame)
+
+    return answer
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
-    from domainvlm.core.encoder_loader import load_encoder
+    from domainvlm.core.encoder_loader import load_encoder_and_system
     from domainvlm.core.service import ServiceLimits, create_app
     from domainvlm.retrieval_db import KnowledgeBase, KnowledgeBaseError
 
-    encoder = load_encoder(
+    encoder, system = load_encoder_and_system(
         args.checkpoint, args.device, input_adjustment(args), **speed_options(args)
     )
     limits = ServiceLimits(
@@ -94,7 +116,14 @@ def run(args: argparse.Namespace) -> int:
             name: KnowledgeBase.load(directory)
             for name, directory in parse_knowledge_bases(args.kb).items()
         }
-        app = create_app(encoder, knowledge_bases, args.token, limits, args.allow_encoder_mismatch)
+        app = create_app(
+            encoder,
+            knowledge_bases,
+            args.token,
+            limits,
+            args.allow_encoder_mismatch,
+            question_answerer(system),
+        )
     except KnowledgeBaseError as exc:
         raise ServeError(f"cannot serve the knowledge bases: {exc}") from exc
     if args.host not in LOOPBACK and not args.token:

@@ -6,6 +6,7 @@ from domainvlm.core.registry import DomainPlugin
 from domainvlm.domains.medical.dicom import IMAGE_READER
 from domainvlm.domains.medical.evaluation_data import (
     answer_questions,
+    rank_answers,
     retrieval_data,
     vqa_data,
     zeroshot_data,
@@ -33,5 +34,6 @@ PLUGIN = DomainPlugin(
     retrieval_data=retrieval_data,
     vqa_data=vqa_data,
     answer_questions=answer_questions,
+    rank_answers=rank_answers,
     templates=templates,
 )

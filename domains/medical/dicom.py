@@ -171,14 +171,16 @@ def read_dicom(
     return DicomImage(pixels=pixels, frames=frames, meta=meta)
 
 
-def image_reader(path: str | Path) -> np.ndarray:
-    """HWC uint8 RGB for any supported file (first frame of a multi-frame DICOM).
+def image_reader(path: str | Path, frame: int = 0) -> np.ndarray:
+    """HWC uint8 RGB for any supported file (frame ``frame`` of a multi-frame DICOM).
 
     The common currency of the image towers: grayscale is repeated to three channels.
     """
     path = Path(path)
     if _is_dicom(path):
-        pixels = read_dicom(path, frame=0, output="uint8").pixels
+        pixels = read_dicom(path, frame=frame, output="uint8").pixels
+    elif frame:
+        raise DicomReadError(path, f"frame {frame} requested, but only DICOM files have frames")
     else:
         pixels = _read_with_pil(path)
     if pixels.ndim == 2:

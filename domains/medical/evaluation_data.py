@@ -24,6 +24,9 @@ from domainvlm.domains.medical.text import (
     read_vqa_splits,
 )
 
+RANKING_BATCH = 16
+"""Questions per forward pass of ``rank_answers`` (a few at a time from the CLI or service)."""
+
 ORGAN_NAMES = {"CHEST": "chest", "HEAD": "brain", "ABD": "abdomen"}
 """VQA-RAD's image_organ values as class names (its HEAD images are brain CT and MRI)."""
 
@@ -94,6 +97,44 @@ def answer_questions(
         images = torch.stack([load_image(path) for path in paths[start : start + batch_size]])
         answers += system.answer(images, questions[start : start + batch_size])
     return answers
+
+
+def rank_answers(
+    system: Any,
+    paths: Sequence[Path],
+    questions: Sequence[str],
+    top_k: int = 5,
+    frame: int | None = None,
+) -> list[list[tuple[str, float]]]:
+    """An ``M3AEVQASystem``'s ``top_k`` answers per question with their probabilities: a softmax
+    over the head's answer vocabulary (the head is trained with per-answer BCE, so the sigmoid of
+    one logit is not a distribution; the softmax ranks the same and sums to 1)."""
+    import torch
+
+    _check_vqa_system(system)
+    load_image = system.image_loader(frame or 0)
+    system.eval()
+    classes = system.hparams.classes
+    ranked = []
+    with torch.no_grad():
+        for start in range(0, len(paths), RANKING_BATCH):
+            batch = slice(start, start + RANKING_BATCH)
+            images = torch.stack([load_image(path) for path in paths[batch]])
+            logits = system(images.to(system.device), list(questions[batch]))
+            top = logits.float().softmax(-1).topk(min(top_k, len(classes)), dim=-1)
+            for values, indices in zip(top.values.tolist(), top.indices.tolist()):
+                ranked.append([(classes[i], p) for i, p in zip(indices, values)])
+    return ranked
+
+
+def _check_vqa_system(system: Any) -> None:
+    from domainvlm.domains.medical.system import M3AEVQASystem
+
+    if not isinstance(system, M3AEVQASystem):
+        raise CheckpointError(
+            f"the checkpoint holds a {type(system).__name__}, not an M3AEVQASystem: questions "
+            "need a VQA fine-tuned checkpoint (e.g. from configs/medical/tiny_vqa.yaml)"
+        )
 
 
 def _image_labels(items: list[VQAItem], classnames: list[str], root: Path) -> dict[str, int]:

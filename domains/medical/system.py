@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from domainvlm.core.encoder import Encoder
@@ -43,7 +44,7 @@ from domainvlm.core.towers.heads import ClassifierHead
 from domainvlm.core.towers.mae import patchify
 from domainvlm.core.transforms import ImageTransform
 from domainvlm.domains.medical.datamodule import CLIP_MEAN, CLIP_STD
-from domainvlm.domains.medical.dicom import IMAGE_READER
+from domainvlm.domains.medical.dicom import IMAGE_READER, image_reader
 from domainvlm.domains.medical.model import (
     M3AEBackbone,
     MLMHead,
@@ -173,9 +174,9 @@ class M3AESystem(BaseSystem):
         image, text, _ = self.backbone.fuse(image, text, padding)
         return self.backbone.pool(image, text)
 
-    def image_loader(self) -> Callable[[str | Path], Tensor]:
+    def image_loader(self, frame: int = 0) -> Callable[[str | Path], Tensor]:
         """File → model input, with the preprocessing of training (the DataModule's defaults
-        when the system never saw one)."""
+        when the system never saw one); ``frame`` picks a frame of a multi-frame DICOM."""
         pre = self.preprocessing
         transform = ImageTransform(
             pre.get("image_size", self.hparams.image_size),
@@ -185,7 +186,11 @@ class M3AESystem(BaseSystem):
         )
 
         def load_image(path: str | Path) -> Tensor:
-            return transform(read_image(path, reader=IMAGE_READER))
+            reader = IMAGE_READER if frame == 0 else replace(IMAGE_READER, read=framed)
+            return transform(read_image(path, reader=reader))
+
+        def framed(path: Path) -> np.ndarray:
+            return image_reader(path, frame)
 
         return load_image
 

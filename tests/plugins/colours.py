@@ -105,6 +105,21 @@ def answer_questions(
     return answers
 
 
+def rank_answers(
+    system: ColourSystem, paths: list[Path], questions: list[str], top_k: int, frame: int | None
+) -> list[list[tuple[str, float]]]:
+    """Colours ranked by a softmax over the tile's mean colour (PNG tiles have no frames)."""
+    if frame:
+        raise DomainVLMError(f"frame {frame} requested, but PNG tiles have no frames")
+    images = torch.stack([system.load_image(p) for p in paths])
+    probabilities = system.encode_image(images).softmax(dim=1)
+    top = probabilities.topk(min(top_k, len(COLOURS)), dim=1)
+    return [
+        [(list(COLOURS)[i], p) for i, p in zip(indices, values)]
+        for values, indices in zip(top.values.tolist(), top.indices.tolist())
+    ]
+
+
 def knowledge() -> list[dict]:
     return [
         {"text": "red: roofs and brick", "level": "object"},
@@ -128,5 +143,6 @@ PLUGIN = DomainPlugin(
     retrieval_data=retrieval_data,
     vqa_data=vqa_data,
     answer_questions=answer_questions,
+    rank_answers=rank_answers,
     languages=("en", "pt"),
 )
