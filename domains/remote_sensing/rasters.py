@@ -105,7 +105,7 @@ def image_reader(path: str | Path) -> np.ndarray:
 
 
 def header_pixels(path: str | Path) -> int:
-    """Width x height x bands from the header: what decoding the whole file allocates, per pixel."""
+    """Width x height x bands, from the header: the values decoding the whole file allocates."""
     width, height, bands = raster_shape(path)
     return width * height * bands
 
