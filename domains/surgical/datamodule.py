@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from domainvlm.core.datamodule import BaseDataModule
+from domainvlm.core.datamodule import BaseDataModule, collate
 from domainvlm.core.transforms import VideoClipTransform
+from domainvlm.domains.surgical.procedure import ProcedureDataset, read_procedure
 from domainvlm.domains.surgical.transcripts import (
     TRANSCRIPT_DIRS,
     Sentence,
@@ -26,7 +27,7 @@ from domainvlm.domains.surgical.transcripts import (
     split_ids,
 )
 from domainvlm.domains.surgical.video import FrameSource, SurgicalDataError, probe, read_all
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -187,6 +188,9 @@ class SurgicalVideoDataModule(BaseDataModule):
         crop_scale: tuple[float, float] = (0.6, 1.0),
         hflip: bool = False,
         skip_bad_files: bool = False,
+        procedure_frames: int = 0,
+        procedure_steps: int = 8,
+        procedure_batch_size: int = 4,
         **kwargs: Any,
     ) -> None:
         """
@@ -205,6 +209,10 @@ class SurgicalVideoDataModule(BaseDataModule):
             crop_scale: area range of the random resized crop in training.
             hflip: random horizontal flips in training.
             skip_bad_files: skip unreadable videos/transcripts with a counted warning.
+            procedure_frames: frames per whole video for PeskaVLP's keystep alignment (0 = off;
+                on, training batches are ``{"clips": ..., "procedure": ...}``).
+            procedure_steps: keysteps per video at most (uniform stride).
+            procedure_batch_size: videos per procedure batch.
         """
         super().__init__(root=root, **kwargs)
         self.image_size = image_size
@@ -217,6 +225,9 @@ class SurgicalVideoDataModule(BaseDataModule):
         self.crop_scale = tuple(crop_scale)
         self.hflip = hflip
         self.skip_bad_files = skip_bad_files
+        self.procedure_frames = procedure_frames
+        self.procedure_steps = procedure_steps
+        self.procedure_batch_size = procedure_batch_size
 
     def preprocessing(self) -> dict:
         return {
@@ -253,3 +264,32 @@ class SurgicalVideoDataModule(BaseDataModule):
             self.frame_cache,
             self.views if train else 1,
         )
+
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        clips = self.loader("train", shuffle=True)
+        if self.procedure_frames <= 0:
+            return clips
+        train = self.dataset("train")
+        procedures = [
+            p
+            for video in train.videos
+            if (p := read_procedure(self.root, video.id, video.path, video.duration)) is not None
+        ]
+        transform = VideoClipTransform(
+            self.image_size, IMAGENET_MEAN, IMAGENET_STD, train=True, scale=self.crop_scale,
+            hflip=self.hflip, seed=self.seed,
+        )  # fmt: skip
+        dataset = ProcedureDataset(
+            procedures, transform, self.procedure_frames, self.procedure_steps, self.frame_cache
+        )
+        procedure = DataLoader(
+            dataset,
+            batch_size=self.procedure_batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        # Lightning cycles the shorter loader, so every clip batch comes with a procedure batch
+        return {"clips": clips, "procedure": procedure}

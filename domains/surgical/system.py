@@ -3,8 +3,10 @@
 Per view of a clip (the clean clip, then any augmented views): InfoNCE between the clip and its
 anchor sentence, optionally NT-Xent (α weights clip→text) and MIL-NCE between the clip and its bag
 of second-transcript sentences; with two or more augmented views, SimCLR (NT-Xent) between the first
-two. Every term has a weight in the config; a weight of 0 skips its computation. Temperature is
-fixed (paper: 0.1). All losses come from ``domainvlm.core.losses``.
+two. With ``procedure_weight`` (PeskaVLP) and procedure batches from the DataModule, soft-DTW aligns
+the frames of whole videos with their keysteps in order, the reversed order as hard negative
+(``domainvlm.core.soft_dtw``). Every term has a weight in the config; a weight of 0 skips its
+computation. Temperature is fixed (paper: 0.1). Losses come from core.
 
 Inference: a path ``video.mp4#t=S`` is one frame (zero-shot phase recognition classifies frames one
 by one); ``video.mp4#t=A,B`` (W3C media-fragment range) is a clip of ``num_frames`` frames spread
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from domainvlm.core.encoder import Encoder
 from domainvlm.core.images import read_image
 from domainvlm.core.losses import clip_loss, mil_nce_loss, nt_xent_loss
+from domainvlm.core.soft_dtw import procedure_dtw_loss
 from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import build_tokenizer
 from domainvlm.core.transforms import ImageTransform, VideoClipTransform
@@ -54,6 +57,12 @@ class SurgVLP(BaseSystem):
         mil_nce_weight: float = 1.0,
         mil_nce_temperature: float = 1.0,
         simclr_weight: float = 0.0,
+        procedure_weight: float = 0.0,
+        procedure_every: int = 1,
+        dtw_gamma: float = 0.1,
+        dtw_scale: float = 0.01,
+        dtw_ratio: float = 0.5,
+        dtw_margin: float = 0.0,
         **kwargs: Any,
     ) -> None:
         """
@@ -72,6 +81,13 @@ class SurgVLP(BaseSystem):
             mil_nce_temperature: MIL-NCE divides scores by this (the reference: raw products, 1).
             simclr_weight: NT-Xent between the first two augmented views (needs ``data.views >= 3``
                 or 2 augmented views).
+            procedure_weight: PeskaVLP's soft-DTW alignment of a whole video's frames with its
+                ordered keysteps, reversed order as hard negative (needs ``data.procedure_frames``).
+            procedure_every: compute it every this many epochs (HecVL/PeskaVLP schedules).
+            dtw_gamma: soft-DTW smoothing γ (PeskaVLP: 0.1).
+            dtw_scale: s, the scale of the alignment cost (PeskaVLP: 0.01).
+            dtw_ratio: r, the weight of the reversed-order hinge (PeskaVLP: 0.5).
+            dtw_margin: β, the hinge margin (PeskaVLP: 0).
         """
         super().__init__(**kwargs)
         self.model = SurgicalDualEncoder(model_name, pretrained, hf_text_dir, pooling)  # type: ignore[arg-type]
@@ -81,6 +97,7 @@ class SurgVLP(BaseSystem):
             "nt_xent": nt_xent_weight,
             "mil_nce": mil_nce_weight,
             "simclr": simclr_weight,
+            "procedure": procedure_weight,
         }
 
     def encode_text(self, texts: list[str]) -> Tensor:
@@ -96,6 +113,8 @@ class SurgVLP(BaseSystem):
 
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         hp = self.hparams
+        procedure = batch.get("procedure") if "clips" in batch else None
+        batch = batch.get("clips", batch)
         views = batch["frames"] if isinstance(batch["frames"], list) else [batch["frames"]]
         text = F.normalize(self.encode_text(batch["text"]), dim=-1)
         bag = None
@@ -119,8 +138,28 @@ class SurgVLP(BaseSystem):
         losses = {name: torch.stack(values).mean() for name, values in terms.items() if values}
         if self.weights["simclr"] > 0 and len(embedded) >= 3:
             losses["simclr"] = nt_xent_loss(embedded[1], embedded[2], hp.temperature)
+        if procedure is not None and self.weights["procedure"] > 0 and self.procedure_epoch():
+            losses["procedure"] = self.procedure_loss(procedure)
         losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         return losses
+
+    def procedure_epoch(self) -> bool:
+        return self._trainer is None or self.current_epoch % self.hparams.procedure_every == 0
+
+    def procedure_loss(self, batch: dict) -> Tensor:
+        """Mean over videos of soft-DTW(frames, ordered keysteps) with the reversed-order hinge."""
+        hp = self.hparams
+        frames = self.model.encode_frames(batch["frames"].flatten(0, 1))
+        frames = frames.reshape(*batch["frames"].shape[:2], -1)
+        values = []
+        for video, steps in zip(frames, batch["steps"]):
+            text = self.encode_text(steps)
+            values.append(
+                procedure_dtw_loss(
+                    video, text, hp.dtw_gamma, hp.dtw_scale, hp.dtw_ratio, hp.dtw_margin
+                )
+            )
+        return torch.stack(values).mean()
 
     def encoder(self) -> Encoder:
         pre = self.preprocessing

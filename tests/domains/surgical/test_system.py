@@ -101,3 +101,40 @@ def test_paper_recipe_towers_build_offline_from_a_local_bert_config(tmp_path: Pa
         clips = model.encode_clips(torch.randn(1, 2, 3, 224, 224))
         text = model.encode_text(torch.randint(1, 60, (2, 77)))
     assert clips.shape == (1, 768) and text.shape == (2, 768)
+
+
+def test_procedure_batches_add_the_keystep_alignment_term(sample_root: Path):
+    module = SurgicalVideoDataModule(
+        root=str(sample_root), procedure_frames=12, procedure_batch_size=2
+    )
+    loaders = module.train_dataloader()
+    clips, procedure = next(iter(loaders["clips"])), next(iter(loaders["procedure"]))
+    assert procedure["frames"].shape == (2, 12, 3, 64, 64)
+    assert [len(steps) for steps in procedure["steps"]] == [7, 7]  # one keystep per phase
+    torch.manual_seed(0)
+    system = SurgVLP(**TINY, procedure_weight=0.5)
+    losses = system.compute_losses({"clips": clips, "procedure": procedure}, "train")
+    expected = losses["infonce"] + losses["mil_nce"] + 0.5 * losses["procedure"]
+    assert losses["procedure"] > 0 and losses["loss"].item() == pytest.approx(expected.item())
+    assert "procedure" not in system.compute_losses(clips, "val")
+
+
+def test_fit_with_the_procedure_config_runs_on_both_loaders(sample_root: Path, tmp_path: Path):
+    """Lightning cycles {"clips", "procedure"} loaders through BaseSystem's training step."""
+    import yaml
+
+    from tests.helpers import CONFIGS, fit_briefly
+
+    override = yaml.safe_load((CONFIGS / "surgical" / "procedure.yaml").read_text())
+    checkpoint = fit_briefly(
+        CONFIGS / "surgical" / "tiny.yaml",
+        tmp_path,
+        {
+            "root": str(sample_root),
+            "batch_size": 8,
+            "num_workers": 0,
+            **override["data"]["init_args"],
+        },
+        override["model"]["init_args"],
+    )
+    assert load_system(checkpoint).hparams.procedure_weight == 0.1
