@@ -136,3 +136,16 @@ def records_for(n: int) -> list[dict]:
         {"row": i, "level": "object" if i % 3 == 0 else "scene", "lang": ["en", "de"][i % 2]}
         for i in range(n)
     ]
+
+
+def post_zeroshot(
+    encoder: Any, name: str, content: bytes, classes: str = "a,b", max_pixels: int | None = None
+) -> Any:
+    """``POST /v1/zeroshot`` of one upload to a fresh service around ``encoder``."""
+    from domainvlm.core.service import ServiceLimits, create_app
+    from fastapi.testclient import TestClient
+
+    limits = ServiceLimits() if max_pixels is None else ServiceLimits(max_pixels=max_pixels)
+    client = TestClient(create_app(encoder, limits=limits))
+    files = {"image": (name, content, "application/octet-stream")}
+    return client.post("/v1/zeroshot", files=files, data={"classes": classes})

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from domainvlm.core.encoder_loader import load_encoder
-from domainvlm.core.service import create_app
 from domainvlm.domains.medical.dicom import DicomReadError, read_dicom, read_dicom_meta
-from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
+
+from tests.helpers import post_zeroshot
 
 COMPRESSED = ("MR_small_RLE.dcm", "SC_rgb_rle.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm")
 """RLE (decoded by numpy), JPEG 2000 and JPEG baseline: encapsulated pixel data of each kind."""
@@ -48,8 +48,6 @@ def test_a_data_set_without_pixels_is_still_not_an_image(tmp_path: Path):
 
 def test_the_service_names_the_truncated_upload(pretrained: Path, tmp_path: Path):
     path = cut_inside_pixel_data("MR_small_RLE.dcm", tmp_path)[1]
-    client = TestClient(create_app(load_encoder(str(pretrained))))
-    files = {"image": ("study.dcm", path.read_bytes(), "application/dicom")}
-    response = client.post("/v1/zeroshot", files=files, data={"classes": "normal,effusion"})
+    response = post_zeroshot(load_encoder(str(pretrained)), "study.dcm", path.read_bytes())
     assert response.status_code == 400
     assert f"study.dcm: {TRUNCATED}" in response.json()["error"]

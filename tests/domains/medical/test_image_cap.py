@@ -10,10 +10,10 @@ import pydicom
 import pytest
 from domainvlm.core.encoder_loader import load_encoder
 from domainvlm.core.images import ImageTooLargeError, read_image
-from domainvlm.core.service import ServiceLimits, create_app
 from domainvlm.domains.medical.dicom import IMAGE_READER, header_pixels
-from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
+
+from tests.helpers import post_zeroshot
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 """128 x 128, one frame: 16,384 pixels."""
@@ -21,16 +21,10 @@ CT = Path(get_testdata_file("CT_small.dcm"))
 
 def test_service_pixel_cap_covers_dicom_uploads(pretrained: Path):
     encoder = load_encoder(str(pretrained))
-
-    def post(max_pixels: int):
-        client = TestClient(create_app(encoder, limits=ServiceLimits(max_pixels=max_pixels)))
-        files = {"image": ("ct.dcm", CT.read_bytes(), "application/dicom")}
-        return client.post("/v1/zeroshot", files=files, data={"classes": "normal,effusion"})
-
-    refused = post(10_000)
+    refused = post_zeroshot(encoder, "ct.dcm", CT.read_bytes(), max_pixels=10_000)
     assert refused.status_code == 413
     assert "ct.dcm: 16,384 pixels, above the limit of 10,000" in refused.json()["error"]
-    assert post(20_000).status_code == 200
+    assert post_zeroshot(encoder, "ct.dcm", CT.read_bytes(), max_pixels=20_000).status_code == 200
 
 
 def test_a_dicom_claiming_huge_frames_is_refused_before_decoding(tmp_path: Path):

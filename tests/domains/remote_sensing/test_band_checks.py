@@ -12,11 +12,9 @@ import torch
 from domainvlm.core.checkpoint import load_system
 from domainvlm.core.encoder_loader import EncoderSpecError, load_encoder
 from domainvlm.core.model_input import InputAdjustment, InputMismatchError
-from domainvlm.core.service import create_app
 from domainvlm.domains.remote_sensing.rasters import read_raster
-from fastapi.testclient import TestClient
 
-from tests.helpers import run_cli, write_geotiff
+from tests.helpers import post_zeroshot, run_cli, write_geotiff
 
 EXPECTS = "trained on 4-band uint16 files, reading bands [3, 2, 1, 4] as its 4 channels"
 
@@ -115,13 +113,10 @@ def test_eval_kb_build_and_serve_refuse_a_file_that_does_not_fit(
     )  # fmt: skip
     assert code == 1 and "6 band(s), but the model was" in err and not (tmp_path / "kb").exists()
 
-    files = {"image": ("scene.tif", six_band.read_bytes(), "image/tiff")}
-    refused = TestClient(create_app(load_encoder(str(rs_checkpoint)))).post(
-        "/v1/zeroshot", files=files, data={"classes": "forest,river"}
-    )
+    refused = post_zeroshot(load_encoder(str(rs_checkpoint)), "scene.tif", six_band.read_bytes())
     assert refused.status_code == 400
     assert f"scene.tif: 6 band(s), but the model was {EXPECTS}" in refused.json()["error"]
     adjustment = InputAdjustment(bands=(4, 3, 2, 5), rescale=(float(factor), 0.0))
-    served = TestClient(create_app(load_encoder(str(rs_checkpoint), adjustment=adjustment)))
-    accepted = served.post("/v1/zeroshot", files=files, data={"classes": "forest,river"})
+    adjusted = load_encoder(str(rs_checkpoint), adjustment=adjustment)
+    accepted = post_zeroshot(adjusted, "scene.tif", six_band.read_bytes(), "forest,river")
     assert accepted.status_code == 200 and accepted.json()["label"] in ("forest", "river")

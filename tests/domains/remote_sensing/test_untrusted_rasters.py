@@ -16,16 +16,14 @@ import pytest
 import rasterio
 from domainvlm.core.encoder_loader import load_encoder
 from domainvlm.core.images import ImageReadError, ImageTooLargeError, read_image
-from domainvlm.core.service import ServiceLimits, create_app
 from domainvlm.domains.remote_sensing.rasters import (
     SAFE_GDAL_ENV,
     RasterReadError,
     raster_shape,
     read_raster,
 )
-from fastapi.testclient import TestClient
 
-from tests.helpers import run_cli, write_geotiff
+from tests.helpers import post_zeroshot, run_cli, write_geotiff
 
 SECRET = bytes(range(256)) * 32
 """Stands in for /etc/passwd: a file on the server no upload should ever turn into pixels."""
@@ -146,7 +144,7 @@ def test_cli_zeroshot_refuses_vrts_and_fetches_nothing(
 
 
 def test_service_refuses_vrt_uploads_and_fetches_nothing(rs_checkpoint: Path, secret: Path):
-    client = TestClient(create_app(load_encoder(str(rs_checkpoint))))
+    encoder = load_encoder(str(rs_checkpoint))
     with listening_port() as (port, received):
         uploads = {
             "raw.tif": raw_vrt(secret.parent / "raw.vrt", secret).read_bytes(),
@@ -154,11 +152,7 @@ def test_service_refuses_vrt_uploads_and_fetches_nothing(rs_checkpoint: Path, se
             "raw.vrt": raw_vrt(secret.parent / "raw2.vrt", secret).read_bytes(),
         }  # fmt: skip
         for name, content in uploads.items():
-            response = client.post(
-                "/v1/zeroshot",
-                files={"image": (name, content, "image/tiff")},
-                data={"classes": "forest,river"},
-            )
+            response = post_zeroshot(encoder, name, content)
             assert response.status_code == 400, (name, response.json())
             assert name in response.json()["error"] and "label" not in response.json()
     assert received == []
@@ -166,18 +160,12 @@ def test_service_refuses_vrt_uploads_and_fetches_nothing(rs_checkpoint: Path, se
 
 def test_service_pixel_cap_covers_remote_sensing_rasters(rs_checkpoint: Path, tmp_path: Path):
     """64 x 64 x 4 bands = 16,384 pixels: over a 10,000 cap, although 64 x 64 alone is not."""
-    chip = write_geotiff(tmp_path / "chip.tif", np.full((4, 64, 64), 900, np.uint16))
+    chip = write_geotiff(tmp_path / "chip.tif", np.full((4, 64, 64), 900, np.uint16)).read_bytes()
     encoder = load_encoder(str(rs_checkpoint))
-
-    def post(max_pixels: int):
-        client = TestClient(create_app(encoder, limits=ServiceLimits(max_pixels=max_pixels)))
-        files = {"image": ("chip.tif", chip.read_bytes(), "image/tiff")}
-        return client.post("/v1/zeroshot", files=files, data={"classes": "forest,river"})
-
-    refused = post(10_000)
+    refused = post_zeroshot(encoder, "chip.tif", chip, max_pixels=10_000)
     assert refused.status_code == 413
     assert "chip.tif: 16,384 pixels, above the limit of 10,000" in refused.json()["error"]
-    assert post(20_000).status_code == 200
+    assert post_zeroshot(encoder, "chip.tif", chip, max_pixels=20_000).status_code == 200
 
 
 def test_a_sparse_geotiff_bomb_is_refused_from_its_header(tmp_path: Path):
