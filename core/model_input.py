@@ -157,7 +157,8 @@ def _hint(model: ModelInput, count: int, dtype: np.dtype) -> str:
         f"If you know how this {count}-band {dtype} file maps onto the training data, pass "
         f"--bands with {model.channels} of its bands in the model's channel order (e.g. "
         f"--bands {example}) and --rescale SCALE[,OFFSET] to bring its values onto the "
-        "training scale."
+        "training scale (options of zeroshot, eval, kb build and serve; InputAdjustment in "
+        "Python)."
     )
 
 
