@@ -40,6 +40,9 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 64_000_000
 """About an 8000 x 8000 image: above any single scene or radiograph, below a memory problem."""
 
+PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "PPM")
+"""What Pillow may open, whatever a file is named: Pillow picks its decoder from the content, and
+some (EPS) run an external interpreter."""
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 FRAGMENT = re.compile(r"^(?P<path>.+)#(?:t=(?P<t>\d+(?:\.\d+)?)|frame=(?P<frame>\d+))$")
 
@@ -145,7 +148,7 @@ def _matching_suffix(file: Path, readers: Mapping[str, Reader]) -> str | None:
 
 
 def read_pil(file: Path) -> np.ndarray:
-    with Image.open(file) as image:
+    with Image.open(file, formats=PIL_FORMATS) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -187,7 +190,7 @@ def _header_pixels(file: Path) -> int:
     stops a bomb in PNG/JPEG/TIFF form whichever reader would decode it.
     """
     try:
-        with Image.open(file) as image:
+        with Image.open(file, formats=PIL_FORMATS) as image:
             width, height = image.size
     except Image.DecompressionBombError:
         raise

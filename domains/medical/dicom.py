@@ -80,6 +80,8 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 AUTO_PERCENTILES = (0.5, 99.5)
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+PIL_FORMATS = ("PNG", "JPEG")
+"""The only formats Pillow may open here, whatever the content says (an EPS named .png is refused)."""
 
 ENCAPSULATED_PIXEL_DATA = re.compile(rb"\xe0\x7f\x10\x00(?:O[BW]\x00\x00)?\xff\xff\xff\xff")
 """Tag (7FE0,0010) with undefined length, implicit or explicit VR little endian: compressed pixels."""
@@ -196,7 +198,7 @@ def header_pixels(path: str | Path) -> int:
         ds = _read_dataset(path, stop_before_pixels=True)
         return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0)
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=PIL_FORMATS) as image:
             return image.width * image.height
     except Image.DecompressionBombError:
         raise
@@ -514,7 +516,7 @@ def _has_dicom_marker(path: Path) -> bool:
 
 def _read_with_pil(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=PIL_FORMATS) as image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L"):
                 return (np.asarray(image, np.float64) / 257.0).round().astype(np.uint8)

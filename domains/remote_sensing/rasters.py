@@ -35,6 +35,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+PIL_FORMATS = ("PNG", "JPEG")
+"""The only formats Pillow may open here, whatever the content says (an EPS named .png is refused)."""
 RASTERIO_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = RASTERIO_SUFFIXES + PIL_SUFFIXES
 STATISTICS_ROWS_PER_READ = 512
@@ -232,7 +234,7 @@ def _gdal_detail(error: Exception) -> str:
 
 def _read_with_pil(path: Path, bands: Sequence[int] | None, window: Window | None) -> RasterSample:
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=PIL_FORMATS) as image:
             image.load()
             array = np.asarray(image.convert("RGBA") if image.mode in ("P", "PA") else image)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
@@ -416,7 +418,7 @@ def raster_info(path: str | Path) -> RasterInfo:
         raise RasterReadError(path, "file does not exist")
     if path.suffix.lower() in PIL_SUFFIXES:
         try:
-            with Image.open(path) as image:
+            with Image.open(path, formats=PIL_FORMATS) as image:
                 dtype = PIL_MODE_DTYPES.get(image.mode.split(";")[0], "uint8")
                 if image.mode.startswith("I;16"):
                     dtype = "uint16"

@@ -53,3 +53,20 @@ def test_every_file_error_is_one_core_class_naming_file_and_problem():
     assert str(error) == "a/b.tif: not a GeoTIFF" and error.path == Path("a/b.tif")
     copy = pickle.loads(pickle.dumps(error))  # DataLoader workers send errors between processes
     assert type(copy) is rasters.RasterReadError and copy.problem == "not a GeoTIFF"
+
+
+def test_pillow_opens_only_listed_formats_whatever_the_file_is_named(tmp_path: Path, monkeypatch):
+    """Pillow picks its decoder from the content; EPS would run Ghostscript on the upload."""
+    from domainvlm.domains.medical.dicom import image_reader
+    from domainvlm.domains.remote_sensing.rasters import read_raster
+    from PIL import Image
+
+    monkeypatch.setattr(images, "load_domains", dict)
+    eps = tmp_path / "figure.png"
+    Image.new("RGB", (4, 4)).save(eps, format="EPS")
+    with Image.open(eps) as image:
+        assert image.format == "EPS"  # what an unrestricted open would decode with
+    for read in (read_image, read_raster, image_reader):
+        with pytest.raises(errors.ImageReadError, match="cannot identify image file") as info:
+            read(eps)
+        assert info.value.path == eps
