@@ -12,6 +12,7 @@ from domainvlm.domains.remote_sensing.knowledge import (
 from domainvlm.domains.remote_sensing.rasters import RASTER_READER
 from domainvlm.domains.remote_sensing.sample import write_sample
 from domainvlm.domains.remote_sensing.templates import templates
+from domainvlm.domains.remote_sensing.vqa import answer_questions, rank_answers, vqa_data
 
 PLUGIN = DomainPlugin(
     name="remote_sensing",
@@ -31,5 +32,8 @@ PLUGIN = DomainPlugin(
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
     templates=templates,
+    vqa_data=vqa_data,
+    answer_questions=answer_questions,
+    rank_answers=rank_answers,
     languages=LANGUAGES,
 )

@@ -12,6 +12,7 @@ views the CLIP loss reads: the first global crop, or every global crop as SILC d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,27 +185,33 @@ class RSMCLIP(BaseSystem):
         """Images load through ``core.images.read_image`` (capped, GeoTIFF/PNG/JPEG only) and are
         checked against the training files' bands and pixel type, unless ``adjustment`` says how
         a different file maps onto them."""
-        pre = self.preprocessing
-        transform = ImageTransform(
-            pre["image_size"],
-            pre["mean"],
-            pre["std"],
-            max_pixel_value=pre.get("max_pixel_value", 255.0),
-        )
-        model_input = ModelInput.from_preprocessing(pre)
-
-        def load_image(path: str | Path) -> Tensor:
-            array = read_image(path, reader=RASTER_READER)
-            return transform(fit_to_model(array, path, model_input, adjustment))
-
         return Encoder(
             name=f"remote_sensing:{self.hparams.model_name}",
             image_fn=self.encode_image,
             text_fn=self.encode_text,
-            load_image=load_image,
+            load_image=raster_loader(self.preprocessing, adjustment),
             modules=[self.model],
-            preprocessing=dict(pre),
+            preprocessing=dict(self.preprocessing),
         )
+
+
+def raster_loader(
+    preprocessing: dict, adjustment: InputAdjustment | None = None
+) -> Callable[[str | Path], Tensor]:
+    """File → model input with a system's training preprocessing, through ``read_image``."""
+    transform = ImageTransform(
+        preprocessing["image_size"],
+        preprocessing["mean"],
+        preprocessing["std"],
+        max_pixel_value=preprocessing.get("max_pixel_value", 255.0),
+    )
+    model_input = ModelInput.from_preprocessing(preprocessing)
+
+    def load_image(path: str | Path) -> Tensor:
+        array = read_image(path, reader=RASTER_READER)
+        return transform(fit_to_model(array, path, model_input, adjustment))
+
+    return load_image
 
 
 class SemanticExpertsSystem(BaseSystem):
