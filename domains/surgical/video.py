@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from domainvlm.core.errors import DomainVLMError
@@ -107,10 +107,17 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(path, duration, fps, frames, width, height)
 
 
+SEEK_GAP = 2.0
+"""Seconds between two wanted times beyond which seeking again beats decoding through the gap
+(with a keyframe every second or so, as the sample and most encoders write)."""
+
+
 def decode_at(path: str | Path, times: Sequence[float]) -> np.ndarray:
     """``[len(times), H, W, 3]`` uint8: for each time the first frame shown at or after it.
 
-    One seek to the keyframe before ``min(times)``, then forward decoding up to ``max(times)``.
+    Times closer than ``SEEK_GAP`` share one run: a seek to the keyframe before the run's first
+    time, then forward decoding to its last. A clip is one run; frames spread over a whole video
+    (procedure items) are one short run each instead of a decode of everything between them.
     """
     import av
 
@@ -119,31 +126,14 @@ def decode_at(path: str | Path, times: Sequence[float]) -> np.ndarray:
         raise ValueError("decode_at needs at least one time")
     order = np.argsort(times)
     wanted = [float(times[i]) for i in order]
-    out: list[np.ndarray | None] = [None] * len(wanted)
+    breaks = [i for i in range(1, len(wanted)) if wanted[i] - wanted[i - 1] > SEEK_GAP]
+    runs = np.split(np.arange(len(wanted)), breaks)
+    out: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            half = 0.5 / float(stream.average_rate or 25)
-            if wanted[0] > 0:
-                container.seek(int(wanted[0] / stream.time_base), stream=stream, backward=True)
-            slot, last = 0, None
-            for frame in container.decode(stream):
-                last = frame
-                while (
-                    slot < len(wanted)
-                    and frame.time is not None
-                    and frame.time + half >= wanted[slot]
-                ):
-                    out[slot] = frame.to_ndarray(format="rgb24")
-                    slot += 1
-                if slot == len(wanted):
-                    break
-            # times within the last frame's duration (rounding at the end) take the last frame
-            while slot < len(wanted) and last is not None:
-                if wanted[slot] > float(last.time or 0) + 4 * half:
-                    raise SurgicalDataError(path, f"video ends before t={wanted[slot]:.2f}s")
-                out[slot] = last.to_ndarray(format="rgb24")
-                slot += 1
+            for run in runs:
+                out += _decode_run(path, container, stream, [wanted[i] for i in run])
     except SurgicalDataError:
         raise
     except (av.FFmpegError, OSError, IndexError) as exc:
@@ -152,6 +142,31 @@ def decode_at(path: str | Path, times: Sequence[float]) -> np.ndarray:
     for position, index in enumerate(order):
         frames[index] = out[position]
     return frames
+
+
+def _decode_run(path: Path, container: Any, stream: Any, wanted: list[float]) -> list[np.ndarray]:
+    half = 0.5 / float(stream.average_rate or 25)
+    if wanted[0] > 0:
+        container.seek(int(wanted[0] / stream.time_base), stream=stream, backward=True)
+    out, last = [], None
+    for frame in container.decode(stream):
+        last = frame
+        while (
+            len(out) < len(wanted)
+            and frame.time is not None
+            and frame.time + half >= wanted[len(out)]
+        ):
+            out.append(frame.to_ndarray(format="rgb24"))
+        if len(out) == len(wanted):
+            return out
+    # times within the last frame's duration (rounding at the end) take the last frame
+    while len(out) < len(wanted) and last is not None:
+        if wanted[len(out)] > float(last.time or 0) + 4 * half:
+            raise SurgicalDataError(path, f"video ends before t={wanted[len(out)]:.2f}s")
+        out.append(last.to_ndarray(format="rgb24"))
+    if len(out) < len(wanted):
+        raise SurgicalDataError(path, f"no frame decodes at or after t={wanted[0]:.2f}s")
+    return out
 
 
 def decode_all(path: str | Path) -> tuple[np.ndarray, float]:

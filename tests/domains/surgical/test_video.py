@@ -71,3 +71,9 @@ def test_frame_cache_serves_the_frames_of_its_rate(sample_root: Path, tmp_path: 
     from_cache = FrameSource(video, info.duration, cache).frames([1.0, 3.5])
     from_video = FrameSource(video, info.duration).frames([1.0, 3.5])
     np.testing.assert_array_equal(from_cache, from_video)  # PNG is lossless
+
+
+def test_times_past_the_end_are_an_error_naming_the_video(sample_root: Path):
+    video = sample_root / "videos" / "video01.mp4"
+    with pytest.raises(SurgicalDataError, match="video01.mp4: .*t=99"):
+        decode_at(video, [1.0, 99.0])
