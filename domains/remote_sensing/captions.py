@@ -3,6 +3,7 @@ extra per-language caption files merged by image."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import warnings
@@ -26,6 +27,8 @@ from domainvlm.domains.remote_sensing.rasters import read_raster
 DEFAULT_LANG = "en"
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 """COCO's Karpathy split adds "restval" images to training; RS caption sets use the other three."""
+CAPTION_KEYS = ("captions", "caption", "texts", "sentence", "descriptions")
+"""Keys other caption files use instead of ``sentences``, recognised to say so."""
 
 
 @dataclass
@@ -58,6 +61,14 @@ def _parse_karpathy(path: Path, default_lang: str, need_split: bool) -> dict[str
                 f"image #{number} ({filename}) has no 'split'; caption JSON must assign every "
                 "image to train/val/test",
             )
+        if "sentences" not in entry:
+            other = sorted(key for key in entry if key in CAPTION_KEYS)
+            named = f"'{other[0]}'" if other else "no 'sentences'"
+            raise AnnotationError(
+                path,
+                f"image {filename} has {named} where Karpathy caption JSON has 'sentences' "
+                '(a list of {"raw": "a caption"}); rename the key in the file',
+            )
         captions = []
         for sentence in entry.get("sentences") or []:
             text = sentence.get("raw") if isinstance(sentence, dict) else None
@@ -70,6 +81,44 @@ def _parse_karpathy(path: Path, default_lang: str, need_split: bool) -> dict[str
     return parsed
 
 
+def _split_images(
+    images: list[CaptionedImage], split: str, wanted: Sequence[str], val_fraction: float, path: Path
+) -> list[CaptionedImage]:
+    if not 0 <= val_fraction < 1:
+        raise AnnotationError(path, f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not val_fraction or split not in ("train", "val"):
+        return [image for image in images if image.split in wanted]
+    if any(image.split == "val" for image in images):
+        raise AnnotationError(
+            path,
+            "val_fraction holds out part of train for a set without a 'val' split, but this "
+            "caption file has one; drop val_fraction",
+        )
+    train = [image for image in images if image.split in KARPATHY_SPLITS["train"]]
+    held_out = [_hash_fraction(image.filename) < val_fraction for image in train]
+    return [image for image, out in zip(train, held_out) if out == (split == "val")]
+
+
+def _hash_fraction(name: str) -> float:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 16**8
+
+
+def _image_dir_hint(root: Path, image_dir: Path, paths: list[Path]) -> str:
+    """Every image is missing: the image folder is wrong, so look for the one that holds them."""
+    first = paths[0].relative_to(image_dir)
+    found = sorted(
+        candidate.relative_to(root).as_posix()
+        for candidate in [root, *root.glob("*"), *root.glob("*/*")]
+        if candidate.is_dir() and (candidate / first).is_file()
+    )
+    where = f"; {first} is in {found[0]!r}: pass --data.image_dir {found[0]}" if found else ""
+    return (
+        f"none of the {len(paths)} images is in the image folder {str(image_dir)!r} (first: "
+        f"{first}); point --data.image_dir (data.image_dir in a config, relative to the root) "
+        f"at the folder that holds them{where}"
+    )
+
+
 def find_caption_file(root: str | Path) -> Path:
     """The one ``dataset_*.json`` in ``root`` that is not a per-language extra of another."""
     root = Path(root)
@@ -80,7 +129,8 @@ def find_caption_file(root: str | Path) -> Path:
         found = ", ".join(p.name for p in main) or "none"
         raise AnnotationError(
             root / "dataset_*.json",
-            f"expected exactly one Karpathy caption file, found {found}; pass annotation=",
+            f"expected exactly one Karpathy caption file, found {found}; name yours with "
+            "--data.annotation FILE (data.annotation in a config), relative to the root",
         )
     return main[0]
 
@@ -111,7 +161,11 @@ class CaptionDataset(SkippingDataset):
         transform: Transform | None = None,
         skip_bad_files: bool = False,
         seed: int = 0,
+        val_fraction: float = 0.0,
     ) -> None:
+        """``val_fraction``: for sets without a ``val`` split (RSITMD; train + restval), hold out
+        this fraction of the training images as ``val``, chosen by a hash of each file name (the
+        same images on every run and machine)."""
         super().__init__()
         self.root = Path(root)
         self.annotation = self.root / annotation if annotation else find_caption_file(self.root)
@@ -137,10 +191,19 @@ class CaptionDataset(SkippingDataset):
                     stacklevel=2,
                 )
         wanted = KARPATHY_SPLITS.get(split, (split,))
-        selected = [image for image in images.values() if image.split in wanted]
+        selected = _split_images(
+            list(images.values()), split, wanted, val_fraction, self.annotation
+        )
         if not selected:
             found = sorted({image.split for image in images.values()})
-            raise AnnotationError(self.annotation, f"no images in split {split!r}; splits: {found}")
+            hint = (
+                "; for a set without one, hold out part of train with --data.val_fraction 0.1"
+                if split == "val"
+                else ""
+            )
+            raise AnnotationError(
+                self.annotation, f"no images in split {split!r}; splits: {found}{hint}"
+            )
         if languages is not None:
             keep = set(languages)
             for image in selected:
@@ -150,6 +213,10 @@ class CaptionDataset(SkippingDataset):
             which = f" in languages {sorted(languages)}" if languages is not None else ""
             raise AnnotationError(self.annotation, f"no {split!r} captions{which}")
         paths = [resolve_within(self.image_dir, image.filename) for image in selected]
+        if not any(path.is_file() for path in paths):
+            raise AnnotationError(
+                self.annotation, _image_dir_hint(self.root, self.image_dir, paths)
+            )
         present = drop_missing(paths, skip_bad_files, self.annotation, "image")
         self.images = [image for image, ok in zip(selected, present) if ok]
         self.paths = [path for path, ok in zip(paths, present) if ok]

@@ -108,7 +108,12 @@ def drop_missing(
     missing = [path for path, ok in zip(paths, present) if not ok]
     if missing and not skip_bad_files:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise AnnotationError(source, f"{what} {missing[0]} does not exist{more}")
+        raise AnnotationError(
+            source,
+            f"{what} {missing[0]} does not exist{more}; to train without the missing files, "
+            "--data.skip_bad_files true (data.skip_bad_files in a config) skips them with a "
+            "counted warning",
+        )
     if missing:
         warnings.warn(
             f"{source}: skipped {len(missing)} of {len(paths)} {what}s that do not exist "

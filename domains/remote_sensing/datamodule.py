@@ -125,6 +125,7 @@ class RSCaptionDataModule(RasterDataModule):
         global_scale: tuple[float, float] = (0.4, 1.0),
         local_scale: tuple[float, float] = (0.05, 0.4),
         photometric: bool = False,
+        val_fraction: float = 0.0,
         **kwargs,
     ) -> None:
         """
@@ -143,6 +144,9 @@ class RSCaptionDataModule(RasterDataModule):
                 (``core.transforms.DINO_PHOTOMETRIC``). RGB only, with ``max_pixel_value`` the
                 white level: on multispectral bands they are undefined or would distort the
                 spectral signatures the model has to learn.
+            val_fraction: for caption sets without a ``val`` split (RSITMD, train + restval):
+                the fraction of training images held out for validation (by a hash of the file
+                name, so the same on every run); 0 reads the file's own ``val`` split.
         """
         super().__init__(root=root, **kwargs)
         self.annotation = annotation
@@ -153,6 +157,7 @@ class RSCaptionDataModule(RasterDataModule):
         self.local_size = local_size
         self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
         self.photometric = photometric
+        self.val_fraction = val_fraction
 
     def _captions(self, split: str, transform=None) -> CaptionDataset:
         return CaptionDataset(
@@ -165,6 +170,7 @@ class RSCaptionDataModule(RasterDataModule):
             transform=transform,
             skip_bad_files=self.skip_bad_files,
             seed=self.seed,
+            val_fraction=self.val_fraction,
         )
 
     def train_image_paths(self) -> list[Path]:

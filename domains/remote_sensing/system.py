@@ -139,6 +139,10 @@ class RSMCLIP(BaseSystem):
     def encode_text(self, texts: list[str]) -> Tensor:
         return self.model.encode_text(self.tokenizer(texts).to(self.device))
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        check_input_channels(self.hparams.in_chans, self.preprocessing)
+
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         views = batch["image"] if isinstance(batch["image"], list) else [batch["image"]]
         text = F.normalize(self.encode_text(batch["text"]), dim=-1)
@@ -193,6 +197,26 @@ class RSMCLIP(BaseSystem):
             modules=[self.model],
             preprocessing=dict(self.preprocessing),
         )
+
+
+class InputChannelError(DomainVLMError):
+    """The data's bands do not fit the model's first layer."""
+
+
+def check_input_channels(in_chans: int, preprocessing: dict) -> None:
+    """Before the first batch: a band count the model cannot take fails here, saying which
+    option to change, not inside the first convolution."""
+    bands, file_bands = preprocessing.get("bands"), preprocessing.get("file_bands")
+    channels = len(bands) if bands else file_bands
+    if channels is None or channels == in_chans:
+        return
+    given = f"--data.bands {list(bands)}" if bands else f"every band of the files ({file_bands})"
+    raise InputChannelError(
+        f"the model takes {in_chans} input bands (model.in_chans) but the data gives {channels} "
+        f"from {given}: set --data.bands to {in_chans} 1-based band numbers in the model's "
+        f"channel order, or --model.in_chans {channels} for a model that is not loaded from a "
+        "checkpoint of another band count"
+    )
 
 
 def raster_loader(
@@ -291,6 +315,7 @@ class SemanticExpertsSystem(BaseSystem):
     # -- set-up: frozen towers, knowledge vectors, head size ------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        check_input_channels(self.hparams.in_chans, self.preprocessing)
         if stage == "fit" and self.hparams.init_from:
             self._load_towers(self.hparams.init_from)
             self._embed_knowledge()
