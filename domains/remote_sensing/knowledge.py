@@ -27,6 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 
+from domainvlm.core.errors import DomainVLMError
+
 LANGUAGES = ("en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
 LEVELS = ("scene", "object")
 SCENE_DATASETS = ("EuroSAT", "UCM", "AID", "RESISC45")
@@ -38,7 +40,7 @@ FULLY_TRANSLATED_DATASETS = SCENE_DATASETS + ("DOTA", "DIOR")
 CONCEPTS_PATH = Path(__file__).with_name("concepts.json")
 
 
-class ConceptsFileError(ValueError):
+class ConceptsFileError(DomainVLMError, ValueError):
     """``concepts.json`` (or a file passed instead) breaks the schema."""
 
 
