@@ -32,6 +32,14 @@ from domainvlm.core.retrieval import (
     parse_filters,
 )
 from domainvlm.core.service_docs import add_offline_docs
+from domainvlm.core.service_openapi import (
+    COMMON_ERRORS,
+    OPEN_PATHS,
+    OPEN_PREFIXES,
+    UPLOAD_ERRORS,
+    add_openapi,
+    error_response,
+)
 from domainvlm.core.zeroshot import ZeroShotClassifier, templates_for
 from domainvlm.retrieval_db import FilterError, KnowledgeBase, KnowledgeBaseError
 from fastapi import FastAPI, File, Form, UploadFile
@@ -44,6 +52,8 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
+"""What the POST endpoints read; url-encoded forms serve the requests that send no file."""
 SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 T = TypeVar("T")
 Answerer = Callable[[list[str], list[str], int, int | None], list[dict]]
@@ -68,7 +78,11 @@ class BodyTooLarge(HTTPException):
 
 
 class RequestGuard:
-    """Pure ASGI middleware: bearer token (401) and a body cap counted as bytes arrive (413)."""
+    """Pure ASGI middleware: bearer token (401), multipart only (415) and a body cap counted as
+    bytes arrive (413).
+
+    With a token, ``OPEN_PATHS`` still answer without it (``request.state.authorized`` then is
+    False, and health says only that the server is up)."""
 
     def __init__(self, app: ASGIApp, token: str | None, max_body: int) -> None:
         self.app = app
@@ -80,10 +94,17 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.token is not None and not self._authorized(headers.get(b"authorization", b"")):
+        authorized = self.token is None or self._authorized(headers.get(b"authorization", b""))
+        scope.setdefault("state", {})["authorized"] = authorized
+        path = scope.get("path", "")
+        if not authorized and not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)):
             await _send_error(
                 send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"}
             )
+            return
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["method"] == "POST" and content_type not in FORM_TYPES:
+            await _send_error(send, 415, _multipart_only(path, content_type.decode("latin-1")))
             return
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit():
@@ -118,6 +139,22 @@ class RequestGuard:
     def _authorized(self, header: bytes) -> bool:
         scheme, _, credentials = header.partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
+
+
+CURL_EXAMPLES = {
+    "/v1/zeroshot": "-F image=@tile.png -F classes=forest,river",
+    "/v1/search": "-F kb=NAME -F text='a harbour'",
+    "/v1/vqa": "-F image=@scan.dcm -F question='is there a fracture?'",
+}
+
+
+def _multipart_only(path: str, content_type: str) -> str:
+    sent = f"Content-Type {content_type}" if content_type else "no Content-Type"
+    example = CURL_EXAMPLES.get(path, "-F image=@file.png")
+    return (
+        f"POST {path} takes multipart/form-data (an image as a file field, the rest as form "
+        f"fields), but got {sent}; e.g. curl {example} URL (see /docs)"
+    )
 
 
 async def _send_error(send: Send, status: int, message: str, headers: dict | None = None) -> None:
@@ -160,18 +197,24 @@ def create_app(
         redoc_url=None,
     )
     add_offline_docs(app)
+    add_openapi(app, token_required=token is not None)
     app.add_middleware(RequestGuard, token=token, max_body=limits.max_upload_bytes)
     _add_error_handlers(app)
 
-    @app.get("/v1/health")
-    async def health() -> dict:
+    @app.get("/v1/health", responses={500: COMMON_ERRORS[500]})
+    async def health(request: Request) -> dict:
+        """Is the server up? Open to load balancers without the token: without it the answer is
+        only ``{"status": "ok"}``; with it (or on a server without one) also the encoder's
+        identity hash and the served knowledge bases (never a server path)."""
+        if not request.state.authorized:
+            return {"status": "ok"}
         return {
             "status": "ok",
             "encoder": {"sha256": identity["sha256"]},
             "knowledge_bases": sorted(searchers),
         }
 
-    @app.post("/v1/zeroshot")
+    @app.post("/v1/zeroshot", responses=UPLOAD_ERRORS)
     def zeroshot(
         image: Annotated[UploadFile, File(description="the image to classify")],
         classes: Annotated[str, Form(description='"a,b,c" or a JSON list of class names')],
@@ -179,6 +222,9 @@ def create_app(
         lang: Annotated[str, Form(description="language of the built-in templates")] = "en",
         top_k: Annotated[int, Form(ge=1, le=limits.max_classes)] = 5,
     ) -> dict:
+        """Zero-shot classification of one image among the given classes: the best label, the
+        top-k and every class's probability (templates filled with each class name, averaged;
+        logits = 100 x cosine, softmax)."""
         classnames = _parse_classes(classes, limits)
         prompts = _parse_templates(templates, limits) if templates else templates_for(lang)
         tensor = _load_upload(encoder, image, limits)
@@ -186,7 +232,10 @@ def create_app(
             prediction = classifier.predict(tensor[None], classnames, prompts, top_k=top_k)[0]
         return {**prediction.to_dict(), "probabilities": prediction.probabilities}
 
-    @app.post("/v1/search")
+    @app.post(
+        "/v1/search",
+        responses=UPLOAD_ERRORS | {404: error_response("no knowledge base of that name")},
+    )
     def search(
         kb: Annotated[str, Form(description="name of a served knowledge base")],
         text: Annotated[str | None, Form(description="text query")] = None,
@@ -196,6 +245,8 @@ def create_app(
             list[str] | None, Form(alias="filter", description="key=value metadata filters")
         ] = None,
     ) -> dict:
+        """The k best items of a served knowledge base for a text or an image query, optionally
+        filtered by exact metadata matches (key=value; a field no item has is a 422)."""
         if kb not in searchers:
             served = ", ".join(sorted(searchers)) or "none"
             raise HTTPException(404, f"unknown knowledge base {kb!r}; served: {served}")
@@ -218,7 +269,7 @@ def create_app(
 
     if answerer is not None:
 
-        @app.post("/v1/vqa")
+        @app.post("/v1/vqa", responses=UPLOAD_ERRORS)
         def vqa(
             image: Annotated[UploadFile, File(description="the image the question is about")],
             question: Annotated[str, Form(description="the question, in the training language")],
@@ -227,6 +278,8 @@ def create_app(
                 int | None, Form(ge=0, description="0-based frame of a multi-frame DICOM")
             ] = None,
         ) -> dict:
+            """The answer to a question about one image, with its probability (a softmax over
+            the checkpoint's answer vocabulary) and the top-k answers."""
             if not 0 < len(question) <= limits.max_text_chars:
                 raise HTTPException(
                     422, f"'question' must hold 1 to {limits.max_text_chars} characters"

@@ -4,9 +4,12 @@
 
 Endpoints: POST /v1/zeroshot (multipart: image, classes), POST /v1/search (multipart: kb, text or
 image, k, filter), POST /v1/vqa (multipart: image, question, top_k, frame; for a checkpoint whose
-domain answers questions, e.g. a medical VQA checkpoint), GET /v1/health, OpenAPI docs at /docs. It listens on 127.0.0.1 unless told
-otherwise. With a token (--token or the DOMAINVLM_TOKEN environment variable, which keeps it out
-of the process list) every request needs the header "Authorization: Bearer <token>".
+domain answers questions, e.g. a medical VQA checkpoint), GET /v1/health, OpenAPI docs at /docs.
+It listens on 127.0.0.1 unless told otherwise. With a token (--token or the DOMAINVLM_TOKEN
+environment variable, which keeps it out of the process list) every request needs the header
+"Authorization: Bearer <token>", except GET /v1/health (which then answers only
+{"status": "ok"}, for load balancers) and the API description (/openapi.json, /docs, /redoc),
+which holds no data.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 # torch, open_clip, faiss and fastapi are imported inside the functions: the CLI imports every
 # command module to build its parser, and `domainvlm --help` should not take seconds.
 
-HELP = "serve zero-shot classification and knowledge-base search over HTTP"
+HELP = "serve zero-shot classification, knowledge-base search and VQA over HTTP"
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -71,21 +71,28 @@ def test_zeroshot_endpoint_classifies_an_upload(client: TestClient, tmp_path: Pa
     assert response.status_code == 200 and response.json()["label"] == "red"
 
 
-def test_token_is_required_everywhere_when_configured(encoder, tmp_path: Path):
+def test_token_is_required_except_for_health_and_the_api_description(encoder, tmp_path: Path):
     client = TestClient(create_app(encoder, token="s3cret"))
     for response in (
-        client.get("/v1/health"),
-        client.get("/openapi.json"),
         classify(client, png_bytes(tmp_path)),
-        client.get("/v1/health", headers={"Authorization": "Bearer wrong"}),
-        client.get("/v1/health", headers={"Authorization": "s3cret"}),
+        client.post("/v1/search", data={"kb": "x", "text": "red"}),
+        client.post("/v1/search", data={"kb": "x"}, headers={"Authorization": "Bearer wrong"}),
+        client.post("/v1/search", data={"kb": "x"}, headers={"Authorization": "s3cret"}),
     ):
         assert response.status_code == 401
         assert response.json() == {"error": "missing or wrong bearer token"}
         assert response.headers["www-authenticate"] == "Bearer"
+    # Open for load balancers and browsers: health says only that the server is up.
+    assert client.get("/v1/health").json() == {"status": "ok"}
+    assert client.get("/v1/health", headers={"Authorization": "Bearer no"}).json() == {
+        "status": "ok"
+    }
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/docs").status_code == 200
     good = {"Authorization": "Bearer s3cret"}
-    assert client.get("/v1/health", headers=good).status_code == 200
-    assert client.get("/openapi.json", headers=good).status_code == 200
+    assert client.get("/v1/health", headers=good).json()["encoder"] == {
+        "sha256": encoder.identity()["sha256"]
+    }
     files = {"image": ("t.png", png_bytes(tmp_path), "image/png")}
     response = client.post("/v1/zeroshot", files=files, data={"classes": "red,blue"}, headers=good)
     assert response.status_code == 200
