@@ -65,6 +65,7 @@ class PanelSequenceDataset(Dataset):
         character_crops: int = 2,
         train: bool = True,
         seed: int = 0,
+        near_negatives: float = 0.5,
     ) -> None:
         self.books = [book for book in books if len(book.panels()) > context]
         self.panels = [book.panels() for book in self.books]
@@ -77,6 +78,7 @@ class PanelSequenceDataset(Dataset):
         self.character_crops = character_crops
         self.train = train
         self.seed = seed
+        self.near_negatives = near_negatives
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -99,6 +101,11 @@ class PanelSequenceDataset(Dataset):
             else rng.randrange(1, self.context + 1)
         )
         outside = [i for i in range(len(panels)) if not t - self.context <= i <= t]
+        if self.train and rng.random() < self.near_negatives:
+            # hard negatives: the panels just before and after the window (the neighbouring
+            # scenes, or the same scene at other moments)
+            outside = sorted(outside, key=lambda i: min(abs(i - t), abs(i - t + self.context)))
+            outside = outside[: 2 * self.negatives]
         pool = (
             outside
             if len(outside) >= self.negatives
@@ -157,6 +164,7 @@ class ComicsDataModule(BaseDataModule):
         context: int = 3,
         negatives: int = 2,
         character_crops: int = 2,
+        near_negatives: float = 0.5,
         directions: dict[str, Direction] | None = None,
         skip_bad_pages: bool = False,
         train_scale: tuple[float, float] = (0.8, 1.0),
@@ -169,6 +177,8 @@ class ComicsDataModule(BaseDataModule):
             context: panels before the one to predict (COMICS uses 3).
             negatives: other panels of the same book scored against the true next panel.
             character_crops: character crops per window for the identity loss.
+            near_negatives: share of training windows whose negatives are the book's panels
+                nearest the window (hard negatives) rather than any of its panels.
             directions: reading direction per book title (``ltr``/``rtl``), overriding the
                 format's default (Manga109 right to left, CoMix and COMICS left to right).
             skip_bad_pages: skip pages with bad annotations or missing images, with a counted
@@ -181,6 +191,7 @@ class ComicsDataModule(BaseDataModule):
         self.context = context
         self.negatives = negatives
         self.character_crops = character_crops
+        self.near_negatives = near_negatives
         self.directions = dict(directions or {})
         self.skip_bad_pages = skip_bad_pages
         self.train_scale = tuple(train_scale)
@@ -217,4 +228,5 @@ class ComicsDataModule(BaseDataModule):
             self.character_crops,
             train=train,
             seed=self.seed,
+            near_negatives=self.near_negatives,
         )

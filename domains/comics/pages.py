@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.errors import FileError
 from domainvlm.core.images import read_image
 
 Direction = Literal["ltr", "rtl"]
@@ -30,13 +30,8 @@ CROP_FRAGMENT = re.compile(r"^(?P<path>.+)#xywh=(?P<x>\d+),(?P<y>\d+),(?P<w>\d+)
 character crop is addressable as one string by ``eval``, ``zeroshot`` and knowledge bases."""
 
 
-class ComicsDataError(DomainVLMError, ValueError):
+class ComicsDataError(FileError):
     """An annotation, page image or fold file that is missing or breaks its format."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 class SkippedPageWarning(UserWarning):

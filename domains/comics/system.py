@@ -57,7 +57,7 @@ class ComicsCLIP(BaseSystem):
         max_positions: int = 8,
         text_option_prob: float = 0.35,
         order_option_prob: float = 0.15,
-        hint_prob: float = 0.5,
+        hint_prob: float = 0.25,
         **kwargs: Any,
     ) -> None:
         """

@@ -58,3 +58,16 @@ def test_encoder_reads_page_crops(checkpoint: Path, sample_root: Path) -> None:
     crop = encoder.load_image(f"{page}#xywh=8,8,100,90")
     assert whole.shape == crop.shape == (3, 48, 48)
     assert not torch.allclose(whole, crop)
+
+
+def test_near_negatives_come_from_around_the_window(sample_root: Path) -> None:
+    data = ComicsDataModule(root=str(sample_root), negatives=2, near_negatives=1.0)
+    dataset = data.dataset("train")
+    book, t = dataset.windows[0]
+    panels = dataset.panels[book]
+    outside = [i for i in range(len(panels)) if not t - 3 <= i <= t]
+    nearest = sorted(outside, key=lambda i: min(abs(i - t), abs(i - t + 3)))[:4]
+    item = dataset[0]
+    assert set(item["negative_texts"]) <= {panels[i][1].dialogue for i in nearest}
+    window = {panel.dialogue for _, panel in panels[t - 3 : t + 1]}
+    assert not set(item["negative_texts"]) & window
