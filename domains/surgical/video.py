@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from domainvlm.core.errors import DomainVLMError
+from domainvlm.core.errors import FileError
 from domainvlm.core.files import atomic_write_json
 from domainvlm.core.images import read_pil
 
@@ -28,13 +28,8 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 T = TypeVar("T")
 
 
-class SurgicalDataError(DomainVLMError, ValueError):
+class SurgicalDataError(FileError):
     """A video, transcript or annotation file that is unreadable or breaks its format."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 class BadFileWarning(UserWarning):

@@ -40,15 +40,18 @@ def test_an_explicit_reader_wins_over_the_suffix(tmp_path: Path, monkeypatch):
 
 
 def test_every_file_error_is_one_core_class_naming_file_and_problem():
+    from domainvlm.domains.comics import pages
     from domainvlm.domains.medical import dicom, text
     from domainvlm.domains.remote_sensing import data, rasters
+    from domainvlm.domains.surgical import video
 
     assert data.AnnotationError is text.AnnotationError is errors.AnnotationError
     assert images.ImageReadError is errors.ImageReadError
     for cls in (rasters.RasterReadError, dicom.DicomReadError, ImageTooLargeError):
         assert issubclass(cls, errors.ImageReadError)
-    for cls in (errors.AnnotationError, errors.ImageReadError):
+    for cls in (errors.AnnotationError, errors.ImageReadError, pages.ComicsDataError):
         assert issubclass(cls, errors.FileError) and issubclass(cls, errors.DomainVLMError)
+    assert issubclass(video.SurgicalDataError, errors.FileError)
     error = rasters.RasterReadError("a/b.tif", "not a GeoTIFF")
     assert str(error) == "a/b.tif: not a GeoTIFF" and error.path == Path("a/b.tif")
     copy = pickle.loads(pickle.dumps(error))  # DataLoader workers send errors between processes
