@@ -3,6 +3,7 @@
 Each domain's small sample is written first; configs that start from another run's checkpoint
 (``init_from``: the semantic experts, medical VQA) get the checkpoint of the run before them.
 Every config runs as ``domainvlm fit`` in its own process, so one failure never hides the rest.
+Runs land in ``--work`` as ``<domain>_<config>/`` and samples in ``--work/samples/<domain>``.
 Prints one JSON line per config: ``{"check": "bf16_steps", "config", "ok", "loss_first",
 "loss_last", "seconds"}`` (losses from the run's CSV log, every step logged); exits 1 if any failed.
 """
@@ -113,11 +114,15 @@ def main() -> int:
     parser.add_argument("--accelerator", default="cpu", help="cpu or gpu")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--configs", nargs="*", help="a subset, e.g. remote_sensing/tiny.yaml")
+    parser.add_argument(
+        "--work", type=Path, help="keep samples and runs here (default: a temporary folder)"
+    )
     args = parser.parse_args()
     runs = [run for run in RUNS if not args.configs or run[0] in args.configs]
     failed = 0
     with tempfile.TemporaryDirectory(prefix="dvlm-bf16-") as folder:
-        work = Path(folder)
+        work = (args.work or Path(folder)).resolve()
+        work.mkdir(parents=True, exist_ok=True)
         samples = write_samples(work / "samples", {domain for _, domain, _ in runs})
         for config, domain, parent in runs:
             init_from = checkpoint_of(work, parent) if parent else None

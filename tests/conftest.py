@@ -43,3 +43,9 @@ def colours_domain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     hook_calls.clear()
     yield register_plugin(tmp_path, monkeypatch, "colours", "tests.plugins.colours:PLUGIN")
     load_domains.cache_clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "gpu: needs a CUDA GPU, skipped without one (benchmarks/gpu_check.sh runs them)"
+    )
