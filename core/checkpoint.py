@@ -105,6 +105,11 @@ def load_system(path: str | Path, strict: bool = True) -> BaseSystem:
             f"checkpoint {str(path)!r} does not match {info['class_path']} in this version: {exc}"
         ) from exc
     state = checkpoint.get("state_dict", {})
+    if info["init_args"].get("peft") is not None:
+        from domainvlm.core.adapters import complete_state
+
+        system.configure_model()  # loads peft.base and injects the adapters
+        state = complete_state(system, info, state, str(path))
     try:
         system.load_state_dict(state, strict=strict)
     except RuntimeError as exc:

@@ -28,6 +28,7 @@ COMMANDS = {
     "ask": "domainvlm.core.commands.ask",
     "kb": "domainvlm.core.commands.kb",
     "serve": "domainvlm.core.commands.serve",
+    "export": "domainvlm.core.commands.export",
 }
 
 DESCRIPTION = """\

@@ -40,6 +40,7 @@ class BaseSystem(L.LightningModule):
         min_lr_ratio: float = 0.0,
         lr_multipliers: dict[str, float] | None = None,
         preprocessing: dict | None = None,
+        peft: dict | None = None,
     ) -> None:
         """
         Args:
@@ -51,6 +52,7 @@ class BaseSystem(L.LightningModule):
             min_lr_ratio: final learning rate as a fraction of ``lr``.
             lr_multipliers: parameter-name prefix → LR multiplier (e.g. ``{"vqa_head": 10}``).
             preprocessing: image size, mean/std, bands, ...; filled from the DataModule at fit.
+            peft: adapters (LoRA, ...) and the base checkpoint they train on (``core.adapters``).
         """
         super().__init__()
         # Collects the init arguments of the whole subclass chain, not only these.
@@ -67,6 +69,13 @@ class BaseSystem(L.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} has no joint image-text embedding")
 
     # -- training loop ---------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Injects the ``peft`` block's adapters once the subclass has built its towers."""
+        if self.hparams.get("peft") is not None:
+            from domainvlm.core.adapters import apply_peft
+
+            apply_peft(self)
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "preprocessing"):
@@ -167,6 +176,18 @@ class BaseSystem(L.LightningModule):
             "class_path": f"{cls.__module__}.{cls.__qualname__}",
             "init_args": _plain(dict(self.hparams)),
         }
+        if self.hparams.get("peft") is not None:
+            from domainvlm.core.adapters import on_save
+
+            on_save(self, checkpoint, checkpoint[CHECKPOINT_KEY])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming from an adapter-only checkpoint: the base weights come from peft.base.
+        if self.hparams.get("peft") is not None:
+            from domainvlm.core.adapters import complete_state
+
+            info, state = checkpoint.get(CHECKPOINT_KEY, {}), checkpoint["state_dict"]
+            checkpoint["state_dict"] = complete_state(self, info, state, "resumed checkpoint")
 
 
 def _batch_size(batch: Any) -> int | None:
