@@ -486,6 +486,9 @@ of the real datasets so the same loaders read both, and they carry learnable str
                  10 languages (en pt es fr de nl it zh ko ru), each sentence with its "lang"
 - scene_classes/ EuroSAT-style class folders + train/val/test.txt split lists
 - rsvqa/         RSVQA-LR layout: LR_split_<split>_{{questions,answers,images}}.json + Images_LR/
+- unseen/        classes no training caption, folder or question names (bridge, island, harbor,
+                 wetland), for open-vocabulary tests: scene_classes/<class>/ + test.txt, and
+                 presence.json (yes/no questions about them)
 The test split is held out everywhere: the same chips are test chips in every set.
 Seed {seed}, size {size}: {chips} chips, {per_class} per class.
 """
@@ -503,6 +506,9 @@ def write_sample(out_dir: Path, size: str = "small", seed: int = 0) -> Path:
     atomic_write_json(out / "dataset_rsmclip.json", _karpathy(truths))
     _write_scene_classes(out, truths)
     _write_rsvqa(out, truths, rng)
+    from domainvlm.domains.remote_sensing.unseen import write_unseen  # it imports this module
+
+    write_unseen(out, chips_per_class, seed)
     readme = README.format(
         crs=CRS, seed=seed, size=size, chips=len(truths), per_class=chips_per_class
     )
