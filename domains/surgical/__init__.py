@@ -6,6 +6,7 @@ from pathlib import Path
 from domainvlm.core.registry import DomainPlugin
 from domainvlm.domains.surgical.evaluation_data import retrieval_data, zeroshot_data
 from domainvlm.domains.surgical.knowledge import moment_queries, moment_records
+from domainvlm.domains.surgical.probe import PROBE
 from domainvlm.domains.surgical.sample import write_sample
 from domainvlm.domains.surgical.tasks import PHASES, TOOLS
 from domainvlm.domains.surgical.templates import templates
@@ -30,5 +31,5 @@ PLUGIN = DomainPlugin(
     zeroshot_data=zeroshot_data,
     retrieval_data=retrieval_data,
     templates=templates,
-    evaluations={"phases": PHASES, "tools": TOOLS},
+    evaluations={"phases": PHASES, "tools": TOOLS, "probe": PROBE},
 )

@@ -45,3 +45,24 @@ def test_cholect50_map_skips_classes_absent_from_a_video():
     targets = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0]])  # class 2 never present
     value, per_class = present_class_map(scores, targets)
     assert per_class == [1.0, 0.5] and value == 0.75
+
+
+def test_linear_probe_separates_well_separated_features():
+    import torch
+    from domainvlm.domains.surgical.probe import fit_linear_probe
+
+    torch.manual_seed(0)
+    centres = torch.eye(3) * 4
+    labels = torch.arange(3).repeat(20)
+    features = centres[labels] + 0.5 * torch.randn(60, 3)
+    probe = fit_linear_probe(features, labels, 3, 1e-3)
+    assert (probe(features).argmax(dim=1) == labels).float().mean() > 0.95
+
+
+def test_eval_probe_one_shot(pretrained: Path, sample_root: Path, capsys):
+    code, lines, _ = run_cli(
+        capsys, "eval", "probe", "--checkpoint", pretrained, "--data", sample_root, "--shots", "1"
+    )
+    result = json.loads(lines[-1])
+    assert code == 0 and result["train_videos"] == 1 and result["num_groups"] == 2
+    assert result["protocol"].startswith("linear probe") and 0 <= result["mean_group_accuracy"] <= 1
