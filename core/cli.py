@@ -10,7 +10,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 LIGHTNING_COMMANDS = {
     "fit": "train a system from a config (resume with --ckpt_path last or a checkpoint path)",
@@ -45,7 +45,12 @@ Errors in input, configs or files print as one paragraph (DOMAINVLM_DEBUG=1 adds
 anything else is a bug in domainvlm and shows its traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """Every command with its one-line help; the options only of ``commands`` (default: all).
+
+    A command's ``add_arguments`` may import torch or load the domain plugins (``eval`` adds each
+    domain's tasks), so ``main`` builds only the one being run: ``--help``, ``domains`` and
+    argument errors then answer in well under a second."""
     parser = argparse.ArgumentParser(
         prog="domainvlm", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -60,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
             description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(command)
+        if commands is None or name in commands:
+            module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser
 
@@ -73,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_lightning(argv)
             return 0
-        parser = build_parser()
+        parser = build_parser([argv[0]] if argv and argv[0] in COMMANDS else [])
         args = parser.parse_args(argv)
         if not getattr(args, "run", None):
             parser.print_help()

@@ -21,6 +21,7 @@ Lightning's DDP launcher starts the other ranks by re-running ``sys.argv``.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import warnings
@@ -41,6 +42,23 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import Strategy
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+HELP_OPTIONS = ("-h", "--help", "--model.help", "--data.help")
+NOT_THE_USERS_BUSINESS = (
+    # Lightning's own use of torch's pytree API, raised on every run (lightning 2.6, torch 2.9+)
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+"""Warnings a user can do nothing about: silenced during fit/validate/test/predict."""
+
+
+class _NoAdvertisement(logging.Filter):
+    """Lightning logs a tip to install its cloud logger (litlogger) on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdvertisement())
 # configs/ sits beside core/ in the repository and in the installed package alike.
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -109,9 +127,15 @@ class DomainVLMCLI(LightningCLI):
 
 def run_lightning(argv: Sequence[str]) -> LightningCLI:
     argv = resolve_config_paths(argv)
+    if any(arg.partition("=")[0] in HELP_OPTIONS for arg in argv):
+        from domainvlm.core.commands.domains import import_domain_classes
+
+        import_domain_classes()  # so help lists every domain's classes and takes short names
     with warnings.catch_warnings():
         # main(argv) may be called from Python (tests, notebooks) whose own sys.argv is unrelated.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        for message in NOT_THE_USERS_BUSINESS:
+            warnings.filterwarnings("ignore", message=message)
         try:
             return DomainVLMCLI(
                 BaseSystem,

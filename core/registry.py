@@ -123,6 +123,11 @@ class UnknownDomainError(DomainVLMError, LookupError):
     pass
 
 
+def installed_domain_names() -> list[str]:
+    """The names the installed plugins register, without importing them (for help texts)."""
+    return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)})
+
+
 @cache
 def load_domains() -> dict[str, DomainPlugin]:
     plugins: dict[str, DomainPlugin] = {}

@@ -19,11 +19,9 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     """``--token-merging`` and ``--precision``: faster inference at a small, measured cost."""
-    from domainvlm.core.towers.token_merging import parse_token_merging
-
     parser.add_argument(
         "--token-merging",
-        type=_argument(parse_token_merging),
+        type=_argument(_parse_token_merging),
         metavar="R",
         help="merge R similar image tokens in every ViT layer (an int), or that share of each "
         "layer's tokens (a ratio up to 0.5): fewer tokens, faster image encoding (ToMe)",
@@ -34,6 +32,13 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="bf16 runs the towers under bf16 autocast (CPU or GPU); fp32 (default) as trained",
     )
+
+
+def _parse_token_merging(text: str) -> int | float:
+    # imported when the option is given: the module imports torch, which `--help` does not need
+    from domainvlm.core.towers.token_merging import parse_token_merging
+
+    return parse_token_merging(text)
 
 
 def speed_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from domainvlm.core.registry import get_domain, load_domains
+from domainvlm.core.registry import get_domain, installed_domain_names
 
 HELP = "write a domain's offline sample dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "domain", help=f"domain name ({', '.join(sorted(load_domains())) or 'none'})"
+        "domain", help=f"domain name ({', '.join(installed_domain_names()) or 'none'})"
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument(
