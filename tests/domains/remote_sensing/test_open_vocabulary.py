@@ -1,0 +1,93 @@
+"""Open-vocabulary arms on a hand-made joint space, where the right answer is known."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from domainvlm.core.encoder import Encoder
+from domainvlm.domains.remote_sensing import open_vocabulary as ov
+
+AXES = {"road": 0, "water": 1, "trees": 2, "noise": 3}
+
+
+def text_vector(text: str) -> torch.Tensor:
+    """Words we know point along their axis; anything else (an unseen name) along "noise"."""
+    vector = torch.zeros(4)
+    for word in text.lower().replace(":", " ").replace(".", " ").split():
+        vector[AXES.get(word, AXES["noise"])] += 1.0
+    return vector
+
+
+def toy_encoder() -> Encoder:
+    return Encoder(
+        name="toy",
+        image_fn=lambda images: images,
+        text_fn=lambda texts: torch.stack([text_vector(t) for t in texts]),
+        load_image=lambda path: torch.zeros(4),
+        modules=[torch.nn.Linear(1, 1)],
+    )
+
+
+RECORDS = [
+    {"text": "bridge: road water", "concept": "bridge", "level": "object", "lang": "en"},
+    {"text": "brücke: road water", "concept": "bridge", "level": "object", "lang": "de"},
+    {"text": "island: trees water", "concept": "island", "level": "scene", "lang": "en"},
+    {"text": "forest: trees", "concept": "forest", "level": "scene", "lang": "en"},
+]
+
+
+def test_harmonic_mean_is_low_when_one_side_is_low():
+    assert ov.harmonic_mean(0.9, 0.1) == pytest.approx(0.18)
+    assert ov.harmonic_mean(0.5, 0.5) == pytest.approx(0.5)
+    assert ov.harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_generalised_accuracies_split_by_the_image_class():
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
+    labels = torch.tensor([0, 0, 2, 2])  # class 2 unseen: one of its two images right
+    result = ov.generalised_accuracies(logits, labels, {2})
+    assert result == {"seen": 0.5, "unseen": 0.5, "harmonic": 0.5}
+    with pytest.raises(ValueError, match="both seen and unseen"):
+        ov.generalised_accuracies(logits, labels, {0, 2})
+
+
+def test_descriptions_give_unseen_names_a_meaning_and_missing_entries_fall_back():
+    encoder = toy_encoder()
+    knowledge = ov.embed_knowledge(encoder, RECORDS)
+    names = ov.name_weights(encoder, ["bridge", "island", "unknown"], ["{}"])
+    assert torch.allclose(names[0], names[1])  # both unseen names are pure noise
+    weights = ov.description_weights(encoder, knowledge, ["bridge", "island", "unknown"], names)
+    assert (
+        weights[0] @ F.normalize(torch.tensor([1.0, 1, 0, 0]), dim=0) > 0.8
+    )  # the name adds noise
+    assert (
+        weights[1] @ F.normalize(torch.tensor([0.0, 1, 1, 0]), dim=0) > 0.8
+    )  # the name adds noise
+    assert torch.equal(weights[2], names[2])
+    image = F.normalize(torch.tensor([[1.0, 1, 0, 0]]), dim=-1)  # a road over water
+    assert ov.logits(image, weights[:2]).argmax() == 0
+    assert ov.logits(image, names[:2])[0, 0] == ov.logits(image, names[:2])[0, 1]
+
+
+def test_retrieved_cues_bring_the_entries_the_pixels_match():
+    encoder = toy_encoder()
+    knowledge = ov.embed_knowledge(encoder, RECORDS)
+    features = ov.ImageFeatures(
+        embedding=F.normalize(torch.tensor([[0.0, 0.2, 1, 0]]), dim=-1),  # trees in water
+        patches=torch.tensor([[[1.0, 1, 0, 0], [0.0, 0, 1, 0]]]),  # a patch of road over water
+    )
+    cues = ov.retrieved_cues(knowledge, features, k_scene=1, k_object=1)
+    island, bridge = knowledge.vectors[2], knowledge.vectors[0]
+    assert cues.shape == (1, 4)
+    assert cues[0] @ island > 0.5 and cues[0] @ bridge > 0.5
+    without = ov.embed_knowledge(encoder, [r for r in RECORDS if r["concept"] == "forest"])
+    assert torch.allclose(ov.retrieved_cues(without, features, 1, 1)[0, :2], torch.zeros(2))
+    assert ov.augmented(features, cues).norm() == pytest.approx(1.0)
+
+
+def test_image_features_batch_the_files():
+    def encode(images):
+        return images * 2, images.unsqueeze(1).repeat(1, 3, 1)
+
+    features = ov.image_features(["a", "b", "c"], lambda p: torch.ones(4), encode, batch_size=2)
+    assert features.embedding.shape == (3, 4) and features.patches.shape == (3, 3, 4)
+    assert torch.allclose(features.embedding.norm(dim=-1), torch.ones(3))
