@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from domainvlm.core.datamodule import BaseDataModule, collate
 from domainvlm.core.transforms import VideoClipTransform
-from domainvlm.domains.surgical.procedure import ProcedureDataset, read_procedure
+from domainvlm.domains.surgical.procedure import (
+    KeystepDataset,
+    ProcedureDataset,
+    keysteps_with_children,
+    read_procedure,
+)
 from domainvlm.domains.surgical.transcripts import (
     TRANSCRIPT_DIRS,
     Sentence,
@@ -191,6 +196,9 @@ class SurgicalVideoDataModule(BaseDataModule):
         procedure_frames: int = 0,
         procedure_steps: int = 8,
         procedure_batch_size: int = 4,
+        phase_frames: int = 0,
+        phase_children: int = 3,
+        phase_batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
         """
@@ -213,6 +221,10 @@ class SurgicalVideoDataModule(BaseDataModule):
                 on, training batches are ``{"clips": ..., "procedure": ...}``).
             procedure_steps: keysteps per video at most (uniform stride).
             procedure_batch_size: videos per procedure batch.
+            phase_frames: frames per keystep span for HecVL's phase level (0 = off; on, training
+                batches gain a ``"phase"`` entry).
+            phase_children: narration sentences per keystep (HecVL: 3; padded with the keystep).
+            phase_batch_size: keysteps per phase batch.
         """
         super().__init__(root=root, **kwargs)
         self.image_size = image_size
@@ -228,6 +240,9 @@ class SurgicalVideoDataModule(BaseDataModule):
         self.procedure_frames = procedure_frames
         self.procedure_steps = procedure_steps
         self.procedure_batch_size = procedure_batch_size
+        self.phase_frames = phase_frames
+        self.phase_children = phase_children
+        self.phase_batch_size = phase_batch_size
 
     def preprocessing(self) -> dict:
         return {
@@ -267,29 +282,50 @@ class SurgicalVideoDataModule(BaseDataModule):
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         clips = self.loader("train", shuffle=True)
-        if self.procedure_frames <= 0:
+        if self.procedure_frames <= 0 and self.phase_frames <= 0:
             return clips
         train = self.dataset("train")
-        procedures = [
-            p
-            for video in train.videos
-            if (p := read_procedure(self.root, video.id, video.path, video.duration)) is not None
-        ]
         transform = VideoClipTransform(
             self.image_size, IMAGENET_MEAN, IMAGENET_STD, train=True, scale=self.crop_scale,
             hflip=self.hflip, seed=self.seed,
         )  # fmt: skip
-        dataset = ProcedureDataset(
-            procedures, transform, self.procedure_frames, self.procedure_steps, self.frame_cache
-        )
-        procedure = DataLoader(
+        loaders = {"clips": clips}
+        if self.procedure_frames > 0:
+            procedures = [
+                p
+                for video in train.videos
+                if (p := read_procedure(self.root, video.id, video.path, video.duration))
+                is not None
+            ]
+            dataset = ProcedureDataset(
+                procedures, transform, self.procedure_frames, self.procedure_steps, self.frame_cache
+            )
+            loaders["procedure"] = self._extra_loader(dataset, self.procedure_batch_size)
+        if self.phase_frames > 0:
+            steps = [
+                step
+                for video in train.videos
+                for step in keysteps_with_children(
+                    self.root,
+                    video.id,
+                    video.path,
+                    video.duration,
+                    video.anchors,
+                    self.phase_children,
+                )  # fmt: skip
+            ]
+            dataset = KeystepDataset(steps, transform, self.phase_frames, self.frame_cache)
+            loaders["phase"] = self._extra_loader(dataset, self.phase_batch_size)
+        # Lightning cycles the shorter loaders, so every clip batch comes with the others
+        return loaders
+
+    def _extra_loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+        return DataLoader(
             dataset,
-            batch_size=self.procedure_batch_size,
+            batch_size=batch_size,
             shuffle=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
             generator=torch.Generator().manual_seed(self.seed),
         )
-        # Lightning cycles the shorter loader, so every clip batch comes with a procedure batch
-        return {"clips": clips, "procedure": procedure}

@@ -63,6 +63,8 @@ class SurgVLP(BaseSystem):
         dtw_scale: float = 0.01,
         dtw_ratio: float = 0.5,
         dtw_margin: float = 0.0,
+        phase_weight: float = 0.0,
+        phase_every: int = 3,
         **kwargs: Any,
     ) -> None:
         """
@@ -88,6 +90,9 @@ class SurgVLP(BaseSystem):
             dtw_scale: s, the scale of the alignment cost (PeskaVLP: 0.01).
             dtw_ratio: r, the weight of the reversed-order hinge (PeskaVLP: 0.5).
             dtw_margin: β, the hinge margin (PeskaVLP: 0).
+            phase_weight: HecVL's phase level (needs ``data.phase_frames``): clips over keystep
+                spans against the keystep text and the mean of its narration sentences.
+            phase_every: compute it every this many epochs (HecVL: 3).
         """
         super().__init__(**kwargs)
         self.model = SurgicalDualEncoder(model_name, pretrained, hf_text_dir, pooling)  # type: ignore[arg-type]
@@ -98,6 +103,7 @@ class SurgVLP(BaseSystem):
             "mil_nce": mil_nce_weight,
             "simclr": simclr_weight,
             "procedure": procedure_weight,
+            "phase": phase_weight,
         }
 
     def encode_text(self, texts: list[str]) -> Tensor:
@@ -114,6 +120,7 @@ class SurgVLP(BaseSystem):
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         hp = self.hparams
         procedure = batch.get("procedure") if "clips" in batch else None
+        phase = batch.get("phase") if "clips" in batch else None
         batch = batch.get("clips", batch)
         views = batch["frames"] if isinstance(batch["frames"], list) else [batch["frames"]]
         text = F.normalize(self.encode_text(batch["text"]), dim=-1)
@@ -138,13 +145,39 @@ class SurgVLP(BaseSystem):
         losses = {name: torch.stack(values).mean() for name, values in terms.items() if values}
         if self.weights["simclr"] > 0 and len(embedded) >= 3:
             losses["simclr"] = nt_xent_loss(embedded[1], embedded[2], hp.temperature)
-        if procedure is not None and self.weights["procedure"] > 0 and self.procedure_epoch():
+        if (
+            procedure is not None
+            and self.weights["procedure"] > 0
+            and self.every(hp.procedure_every)
+        ):
             losses["procedure"] = self.procedure_loss(procedure)
+        if phase is not None and self.weights["phase"] > 0 and self.every(hp.phase_every):
+            losses["phase"] = self.phase_loss(phase)
         losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         return losses
 
-    def procedure_epoch(self) -> bool:
-        return self._trainer is None or self.current_epoch % self.hparams.procedure_every == 0
+    def every(self, epochs: int) -> bool:
+        """True on the epochs a term with this period runs (always outside a Trainer)."""
+        return self._trainer is None or self.current_epoch % epochs == 0
+
+    def phase_loss(self, batch: dict) -> Tensor:
+        """HecVL: [InfoNCE(v, parent) + NT-Xent(v, parent) + InfoNCE(v, children) +
+        InfoNCE(parent, children)] / 4, children = the mean of the narration embeddings."""
+        hp = self.hparams
+        scale = torch.tensor(1.0 / hp.temperature)
+        video = F.normalize(self.model.encode_clips(batch["frames"]), dim=-1)
+        parent = F.normalize(self.encode_text(batch["parent"]), dim=-1)
+        count = len(batch["children"][0])
+        flat = [text for texts in batch["children"] for text in texts]
+        children = F.normalize(self.encode_text(flat), dim=-1).reshape(len(parent), count, -1)
+        children = F.normalize(children.mean(dim=1), dim=-1)
+        terms = (
+            clip_loss(video, parent, scale),
+            nt_xent_loss(video, parent, hp.temperature, hp.nt_xent_alpha),
+            clip_loss(video, children, scale),
+            clip_loss(parent, children, scale),
+        )
+        return sum(terms) / 4
 
     def procedure_loss(self, batch: dict) -> Tensor:
         """Mean over videos of soft-DTW(frames, ordered keysteps) with the reversed-order hinge."""

@@ -138,3 +138,42 @@ def test_fit_with_the_procedure_config_runs_on_both_loaders(sample_root: Path, t
         override["model"]["init_args"],
     )
     assert load_system(checkpoint).hparams.procedure_weight == 0.1
+
+
+def test_phase_level_items_and_the_hierarchical_term(sample_root: Path):
+    module = SurgicalVideoDataModule(
+        root=str(sample_root), phase_frames=6, phase_children=3, phase_batch_size=7
+    )
+    loaders = module.train_dataloader()
+    assert set(loaders) == {"clips", "phase"}
+    phase = next(iter(loaders["phase"]))
+    assert phase["frames"].shape == (7, 6, 3, 64, 64) and len(phase["children"][0]) == 3
+    torch.manual_seed(0)
+    system = SurgVLP(**TINY, phase_weight=0.5, mil_nce_weight=0.0)
+    losses = system.compute_losses({"clips": next(iter(loaders["clips"])), "phase": phase}, "train")
+    assert losses["loss"].item() == pytest.approx(
+        (losses["infonce"] + 0.5 * losses["phase"]).item()
+    )
+    # the four terms, by hand
+    with torch.no_grad():
+        video = F.normalize(system.model.encode_clips(phase["frames"]), dim=-1)
+        parent = F.normalize(system.encode_text(phase["parent"]), dim=-1)
+        flat = [t for texts in phase["children"] for t in texts]
+        kids = F.normalize(system.encode_text(flat), dim=-1).reshape(7, 3, -1).mean(dim=1)
+        kids = F.normalize(kids, dim=-1)
+
+    def infonce(a, b):
+        logits, labels = a @ b.T / 0.1, torch.arange(len(a))
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    def nt_xent(a, b):
+        logits, labels = a @ b.T / 0.1, torch.arange(len(a))
+        return 0.75 * F.cross_entropy(logits, labels) + 0.25 * F.cross_entropy(logits.T, labels)
+
+    by_hand = (
+        infonce(video, parent)
+        + nt_xent(video, parent)
+        + infonce(video, kids)
+        + infonce(parent, kids)
+    ) / 4
+    assert losses["phase"].item() == pytest.approx(by_hand.item(), rel=1e-4)
