@@ -84,6 +84,14 @@ def test_the_service_answers_questions_for_a_checkpoint_that_answers(
     assert body["probability"] == pytest.approx(colour_probabilities(tile)[0], abs=1e-4)
     assert len(body["top_k"]) == 1
 
+    with tile.open("rb") as handle:
+        framed = client.post(
+            "/v1/vqa",
+            files={"image": ("tile.png", handle, "image/png")},
+            data={"question": "what colour?", "frame": "2"},
+        )
+    assert framed.status_code == 400 and "frame 2 requested" in framed.json()["error"]
+
     bad = client.post(
         "/v1/vqa",
         files={"image": ("x.png", b"not a png", "image/png")},
