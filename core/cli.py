@@ -29,6 +29,7 @@ COMMANDS = {
     "kb": "domainvlm.core.commands.kb",
     "serve": "domainvlm.core.commands.serve",
     "export": "domainvlm.core.commands.export",
+    "merge": "domainvlm.core.commands.merge",
 }
 
 DESCRIPTION = """\
