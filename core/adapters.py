@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from domainvlm.core.ema import EMATeacher
 from domainvlm.core.errors import CheckpointError, DomainVLMError
 from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import layer as lora
@@ -165,6 +166,12 @@ def apply_peft(system: nn.Module) -> None:
     system._peft_base_sha256 = state_sha256(system.state_dict())
     if settings["method"] == "full":
         return
+    if any(isinstance(module, EMATeacher) for module in system.modules()):
+        raise AdapterError(
+            f"peft.method {settings['method']!r}: {type(system).__name__} has an EMA teacher "
+            "(self-distillation), which adapters would leave out of step with its student; turn "
+            "distillation off (distill_weight: 0) or use method: full"
+        )
     names = [name for name, _ in system.named_modules()]
     pattern = "|".join(f"(?:{p})" for p in settings["target_modules"])
     if not any(re.fullmatch(pattern, name) for name in names):

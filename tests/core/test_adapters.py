@@ -61,6 +61,8 @@ def test_bad_peft_blocks_are_clear_errors():
         tiny({"rank": 4})
     with pytest.raises(AdapterError, match="peft.method"):
         tiny({"method": "prefix"})
+    with pytest.raises(AdapterError, match="EMA teacher"):
+        RSMCLIP(distill_weight=0.5, dino_out_dim=16, peft={}).configure_model()
 
 
 @pytest.mark.parametrize("targets", [[ATTENTION, MLP]])
@@ -160,6 +162,13 @@ def test_fit_trains_only_the_adapter_and_writes_an_adapter_file(tmp_path: Path):
     assert not any(
         key in base_state for key in state if "lora_" not in key and key.endswith("weight")
     )
+    resumed = RSMCLIP(distill_weight=0.0, lr=1e-2, warmup=0, peft={"base": str(base_path), "r": 2})
+    trainer = L.Trainer(
+        max_steps=4, default_root_dir=tmp_path / "resumed", logger=False, accelerator="cpu",
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(resumed, torch.utils.data.DataLoader(batches, batch_size=None), ckpt_path=written)
+    assert trainer.global_step == 4  # resumed at step 3 from the adapter-only file
     loaded = load_system(written)
     frozen = loaded.model.visual.transformer.resblocks[0].attn.base_layer.in_proj_weight
     torch.testing.assert_close(
