@@ -35,19 +35,23 @@ def folder_set(root: Path, dataset: str, lang: str) -> tuple[list[str], list[int
 
 
 def arms(features: ov.ImageFeatures, weights: dict, cues: dict, weight: float) -> dict:
-    """Logits of every arm over all classes (slice columns for unseen-only zero-shot)."""
-    result = {
-        "names": ov.logits(features.embedding, weights["names"]),
-        "descriptions": ov.logits(features.embedding, weights["descriptions"]),
-        "descriptions_kb_without_classes": ov.logits(features.embedding, weights["without"]),
-        "names+descriptions": ov.logits(features.embedding, weights["both"]),
-    }
-    for prior in ("names", "both"):
-        label = "names" if prior == "names" else "names+descriptions"
-        result[f"retrieval_off|{label}"] = result[label]
-        for kb, cue in cues.items():
-            result[f"retrieval_on{kb}|{label}"] = ov.logits(
-                ov.augmented(features, cue, weight), weights[prior]
+    """Logits of every arm over all classes (slice columns for unseen-only zero-shot); each
+    knowledge arm once per way of embedding the entries (``ov.EMBEDDINGS``)."""
+    names = ov.logits(features.embedding, weights["names"])
+    result = {"names": names, "retrieval_off|names": names}
+    for embedding in ov.EMBEDDINGS:
+        both = f"names+descriptions[{embedding}]"
+        for kb in ("", "_kb_without_classes"):
+            result[f"descriptions[{embedding}]{kb}"] = ov.logits(
+                features.embedding, weights[f"descriptions{kb}", embedding]
+            )
+        result[both] = ov.logits(features.embedding, weights["both", embedding])
+        result[f"retrieval_off|{both}"] = result[both]
+        for kb in ("", "_kb_without_classes"):
+            image = ov.augmented(features, cues[kb, embedding], weight)
+            result[f"retrieval_on[{embedding}]{kb}|names"] = ov.logits(image, weights["names"])
+            result[f"retrieval_on[{embedding}]{kb}|{both}"] = ov.logits(
+                image, weights["both", embedding]
             )
     return result
 
@@ -65,8 +69,9 @@ def run_seed(args, seed: int, shared: dict) -> dict:
     )
     all_labels = torch.cat([shared["seen_labels"], unseen_labels])
     cues = {
-        "": ov.retrieved_cues(shared["knowledge"], features),
-        "_kb_without_classes": ov.retrieved_cues(shared["without"], features),
+        (kb, embedding): ov.retrieved_cues(shared["knowledge"][kb, embedding], features)
+        for kb in ("", "_kb_without_classes")
+        for embedding in ov.EMBEDDINGS
     }
     n_seen = len(shared["seen_labels"])
     unseen_columns = list(range(offset, offset + len(UNSEEN_CLASSES)))
@@ -131,10 +136,17 @@ def main() -> None:
     concepts = seen_concepts + [c.id for c in unseen_concepts]
     names = seen_names + [c.names["en"] for c in unseen_concepts]
     records = knowledge_records()
-    knowledge = ov.embed_knowledge(encoder, records)
-    without = ov.embed_knowledge(encoder, [r for r in records if r["concept"] not in concepts])
+    kept = [r for r in records if r["concept"] not in concepts]
     name_vectors = ov.name_weights(encoder, names, templates("en"))
-    description_vectors = ov.description_weights(encoder, knowledge, concepts, name_vectors)
+    knowledge, weights = {}, {"names": name_vectors}
+    for embedding in ov.EMBEDDINGS:
+        for kb, chosen in (("", records), ("_kb_without_classes", kept)):
+            knowledge[kb, embedding] = ov.embed_knowledge(encoder, chosen, embedding)
+            weights[f"descriptions{kb}", embedding] = ov.description_weights(
+                encoder, knowledge[kb, embedding], concepts, name_vectors
+            )
+        both = name_vectors + weights["descriptions", embedding]
+        weights["both", embedding] = torch.nn.functional.normalize(both, dim=-1)
     shared = {
         "load_image": encoder.load_image,
         "encode": encode,
@@ -143,13 +155,7 @@ def main() -> None:
         "seen_concepts": seen_concepts,
         "concepts": concepts,
         "knowledge": knowledge,
-        "without": without,
-        "weights": {
-            "names": name_vectors,
-            "descriptions": description_vectors,
-            "without": ov.description_weights(encoder, without, concepts, name_vectors),
-            "both": torch.nn.functional.normalize(name_vectors + description_vectors, dim=-1),
-        },
+        "weights": weights,
     }
     runs = [run_seed(args, seed, shared) for seed in args.seeds]
     print(

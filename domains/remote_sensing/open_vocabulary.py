@@ -7,6 +7,10 @@ where the class vectors and image vectors come from, so a difference is knowledg
 - ``descriptions``: the class's knowledge-base entries (``"name: description"``, one per
   language), looked up by the class's concept and averaged, as classification by description /
   CuPL average generated descriptions; ``names+descriptions`` averages the two vectors.
+- Knowledge entries are embedded either as their sentence (``sentences``) or as the mean of the
+  template class vectors of the concepts their description names (``mentions``: "a highway
+  crossing a river" becomes highway and river): a text tower trained on templated captions reads
+  class names in templates well and free sentences badly, and the mentions carry the knowledge.
 - ``retrieval``: the image vector plus the knowledge its own pixels retrieve, as the semantic
   experts retrieve it (scene entries from the global embedding, object entries from the patch
   tokens), scored against the ``names`` class vectors; retrieval off is then exactly ``names``,
@@ -19,7 +23,8 @@ and their harmonic mean, which is high only when both are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +32,8 @@ import torch.nn.functional as F
 from domainvlm.core.encoder import Encoder
 from domainvlm.core.retrieval import embed_texts
 from domainvlm.core.zeroshot import ZeroShotClassifier
+from domainvlm.domains.remote_sensing.knowledge import load_concepts
+from domainvlm.domains.remote_sensing.templates import templates
 from domainvlm.retrieval_db import KnowledgeBase
 from torch import Tensor
 
@@ -69,9 +76,55 @@ class Knowledge:
     vectors: Tensor
 
 
-def embed_knowledge(encoder: Encoder, records: Sequence[dict]) -> Knowledge:
-    """Each record embedded from its ``text`` ("name: description") with ``encoder``."""
-    vectors = F.normalize(embed_texts(encoder, [r["text"] for r in records]), dim=-1)
+EMBEDDINGS = ("sentences", "mentions")
+
+
+def mentions(text: str, names: Mapping[str, str]) -> list[str]:
+    """Concept ids (keys of ``names``) whose name occurs in ``text``: as a word where words are
+    spaced, anywhere in Chinese and Korean; a name inside a longer found name does not count."""
+    folded, found = text.casefold(), []
+    for concept, name in sorted(names.items(), key=lambda item: -len(item[1])):
+        name = name.casefold()
+        if re.search(r"[\u3000-\u9fff\uac00-\ud7af]", name):
+            hit = name in folded
+        else:
+            hit = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", folded) is not None
+        if hit and not any(name in names[other].casefold() for other in found):
+            found.append(concept)
+    return found
+
+
+def mention_vectors(encoder: Encoder, records: Sequence[dict]) -> Tensor:
+    """Per record, the mean template class vector of the concepts its description names in its
+    language (never itself); a record that names none gets its own name's template vector."""
+    concepts = load_concepts()
+    rows = []
+    by_lang: dict[str, tuple[dict[str, str], dict[str, int], Tensor]] = {}
+    for record in records:
+        lang = record["lang"]
+        if lang not in by_lang:
+            names = {c.id: c.names[lang] for c in concepts if lang in c.names}
+            unique = sorted(set(names.values()))
+            index = {concept: unique.index(name) for concept, name in names.items()}
+            by_lang[lang] = (names, index, name_weights(encoder, unique, templates(lang)))
+        names, index, weights = by_lang[lang]
+        description = record["text"].split(": ", 1)[-1]
+        named = [c for c in mentions(description, names) if c != record["concept"]]
+        rows.append(weights[[index[c] for c in named or [record["concept"]]]].mean(dim=0))
+    return F.normalize(torch.stack(rows), dim=-1)
+
+
+def embed_knowledge(
+    encoder: Encoder, records: Sequence[dict], embedding: str = "sentences"
+) -> Knowledge:
+    """Each record embedded with ``encoder`` from its ``text`` ("name: description"), as a
+    sentence or through the concepts it mentions (``EMBEDDINGS``)."""
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+    if embedding == "mentions":
+        vectors = mention_vectors(encoder, records)
+    else:
+        vectors = F.normalize(embed_texts(encoder, [r["text"] for r in records]), dim=-1)
     base = KnowledgeBase.from_vectors(
         vectors.numpy(), list(records), encoder=encoder.identity(), seed=0
     )

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from domainvlm.core.encoder import Encoder
 from domainvlm.domains.remote_sensing import open_vocabulary as ov
 
-AXES = {"road": 0, "water": 1, "trees": 2, "noise": 3}
+AXES = {"road": 0, "highway": 0, "water": 1, "river": 1, "trees": 2, "forest": 2, "noise": 3}
 
 
 def text_vector(text: str) -> torch.Tensor:
@@ -72,7 +72,7 @@ def test_retrieved_cues_bring_the_entries_the_pixels_match():
     encoder = toy_encoder()
     knowledge = ov.embed_knowledge(encoder, RECORDS)
     features = ov.ImageFeatures(
-        embedding=F.normalize(torch.tensor([[0.0, 0.2, 1, 0]]), dim=-1),  # trees in water
+        embedding=F.normalize(torch.tensor([[0.0, 1, 1, 0]]), dim=-1),  # trees in water
         patches=torch.tensor([[[1.0, 1, 0, 0], [0.0, 0, 1, 0]]]),  # a patch of road over water
     )
     cues = ov.retrieved_cues(knowledge, features, k_scene=1, k_object=1)
@@ -91,3 +91,28 @@ def test_image_features_batch_the_files():
     features = ov.image_features(["a", "b", "c"], lambda p: torch.ones(4), encode, batch_size=2)
     assert features.embedding.shape == (3, 4) and features.patches.shape == (3, 3, 4)
     assert torch.allclose(features.embedding.norm(dim=-1), torch.ones(3))
+
+
+def test_mentions_find_whole_names_and_prefer_the_longest():
+    names = {"sea_lake": "sea or lake", "lake": "lake", "river": "river", "wood": "Wald"}
+    assert ov.mentions("Ships beside a sea or lake, near a river.", names) == ["sea_lake", "river"]
+    assert ov.mentions("riverside lakes", names) == []  # not words of their own
+    assert ov.mentions("Wald am See", names) == ["wood"]
+    assert ov.mentions("四面被海洋或湖泊环绕", {"sea_lake": "海洋或湖泊"}) == ["sea_lake"]
+
+
+def test_mention_vectors_compose_the_named_concepts_and_fall_back_to_the_own_name():
+    encoder = toy_encoder()
+    records = [
+        {"text": "bridge: A highway crossing a river.", "lang": "en", "concept": "bridge"},
+        {"text": "forest: Land densely covered by trees.", "lang": "en", "concept": "forest"},
+    ]
+    vectors = ov.mention_vectors(encoder, records)
+    prompts = ov.templates("en")
+    highway, river, forest = ov.name_weights(encoder, ["highway", "river", "forest"], prompts)
+    assert torch.allclose(vectors[0], F.normalize(highway + river, dim=0), atol=1e-6)
+    assert torch.allclose(vectors[1], forest, atol=1e-6)
+    knowledge = ov.embed_knowledge(encoder, records, "mentions")
+    assert torch.equal(knowledge.vectors, vectors)
+    with pytest.raises(ValueError, match="embedding must be one of"):
+        ov.embed_knowledge(encoder, records, "words")
