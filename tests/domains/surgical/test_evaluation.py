@@ -96,3 +96,33 @@ def test_moment_queries_are_narration_sentences(sample_root: Path):
     queries = moment_queries(sample_root, limit=10)
     assert len(queries) == 10 and all(q["text"] for q in queries)
     assert len(moment_queries(None)) == 7
+
+
+def test_zeroshot_data_reads_frame_folders_and_autolaparo(sample_root: Path, tmp_path: Path):
+    import shutil
+
+    from domainvlm.domains.surgical.phases import AUTOLAPARO_PHASES
+    from domainvlm.domains.surgical.templates import AUTOLAPARO_PROMPTS
+    from domainvlm.domains.surgical.video import probe
+
+    frames = tmp_path / "frames"
+    shutil.copytree(sample_root / "cholect50" / "videos" / "VID06", frames / "video06")
+    rows = [
+        f"video06/{p.name},{i % 7}" for i, p in enumerate(sorted((frames / "video06").iterdir()))
+    ]
+    (frames / "test.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    data = zeroshot_data(frames, "test")
+    assert set(data.groups) == {"video06"} and data.labels[:8] == [0, 1, 2, 3, 4, 5, 6, 0]
+    assert all(Path(p).is_file() for p in data.paths)
+
+    laparo = tmp_path / "autolaparo"
+    (laparo / "videos").mkdir(parents=True)
+    shutil.copy(sample_root / "videos" / "video06.mp4", laparo / "videos" / "15.mp4")
+    seconds = int(probe(laparo / "videos" / "15.mp4").duration)
+    (laparo / "labels").mkdir()
+    labels = "".join(f"{s}\t{1 + s * 7 // seconds}\n" for s in range(seconds))
+    (laparo / "labels" / "label_15.txt").write_text("Frame\tPhase\n" + labels)
+    data = zeroshot_data(laparo, "test")
+    assert data.classnames == list(AUTOLAPARO_PHASES) and set(data.groups) == {"15"}
+    assert data.labels[0] == 0 and data.labels[-1] == 6
+    assert [data.templates[0](n) for n in data.classnames] == list(AUTOLAPARO_PROMPTS.values())
