@@ -142,7 +142,8 @@ class NarratedClipDataset(Dataset):
         self.items = [(v, a) for v, video in enumerate(videos) for a in range(len(video.anchors))]
         self.sources = [FrameSource(video.path, video.duration, frame_cache) for video in videos]
         if not self.items:
-            raise SurgicalDataError(Path("."), "no anchor sentences in any video of the split")
+            where = videos[0].path.parent if videos else Path("videos")
+            raise SurgicalDataError(where, "no video of the split has an anchor sentence")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
