@@ -369,7 +369,7 @@ class SemanticExpertsSystem(BaseSystem):
         """Top-``k`` entries of ``level`` for each query row, merged per image (max score)."""
         knowledge_base = self.knowledge_base()
         hits = knowledge_base.search(
-            F.normalize(queries, dim=-1).detach().cpu().numpy(),
+            F.normalize(queries.float(), dim=-1).detach().cpu().numpy(),  # bf16 under autocast
             k,
             encoder=knowledge_base.encoder,
             where={"level": level},
