@@ -59,10 +59,13 @@ def arms(features: ov.ImageFeatures, weights: dict, cues: dict, weight: float) -
 def run_seed(args, seed: int, shared: dict) -> dict:
     unseen_root = Path(args.work) / f"seed{seed}"
     write_unseen(unseen_root, args.chips_per_class, seed)
-    paths, labels, _, _ = folder_set(unseen_root / "unseen" / "scene_classes", "RESISC45", "en")
+    paths, labels, folder_concepts, _ = folder_set(
+        unseen_root / "unseen" / "scene_classes", "RESISC45", "en"
+    )
     unseen_features = ov.image_features(paths, shared["load_image"], shared["encode"])
     offset = len(shared["seen_concepts"])
-    unseen_labels = torch.tensor(labels) + offset
+    # folders come sorted by name; the classifier's columns follow UNSEEN_CLASSES
+    unseen_labels = torch.tensor([shared["concepts"].index(folder_concepts[i]) for i in labels])
     features = ov.ImageFeatures(
         torch.cat([shared["seen_features"].embedding, unseen_features.embedding]),
         torch.cat([shared["seen_features"].patches, unseen_features.patches]),
