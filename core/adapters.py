@@ -60,13 +60,18 @@ class AdapterError(DomainVLMError, ValueError):
 
 
 class FusedQKVLoRA(lora.MultiheadAttention):
-    """peft's LoRA for ``nn.MultiheadAttention`` with the ``out_proj`` delta added once.
+    """peft's LoRA for ``nn.MultiheadAttention`` with the ``out_proj`` delta added once, and base
+    weights that never drift.
 
     peft 0.21 merges ``out_proj`` as ``W + Δ`` and then also calls the wrapped Linear's own merge,
     which adds ``Δ`` again, both when merging and in every forward (it merges around each call):
-    the model computed with ``W + 2Δ`` while the gradient saw ``W + Δ``. This class adds each
-    delta exactly once, so forward, gradient and merged weights all agree with ``W + (α/r)·B·A``.
+    the model computed with ``W + 2Δ`` while the gradient saw ``W + Δ``. And it unmerges by
+    subtracting, so ``(W + Δ) − Δ`` rounds a little differently after every forward: the weights
+    (and ``Encoder.identity``, which a knowledge base checks) changed with each batch embedded.
+    This class adds each delta once and unmerges by putting the original parameters back.
     """
+
+    _originals: tuple[nn.Parameter, nn.Parameter] | None = None
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         for name in check_adapters_to_merge(self, adapter_names):
@@ -75,6 +80,8 @@ class FusedQKVLoRA(lora.MultiheadAttention):
             base = self.get_base_layer()
             out = base.out_proj
             out_base = out.get_base_layer()
+            if self._originals is None:
+                self._originals = (base.in_proj_weight, out_base.weight)
             dtype = out_base.weight.dtype
             in_weight = base.in_proj_weight.data.detach() + self.get_delta_weight(name).to(dtype)
             out_weight = out_base.weight.data.detach() + out.get_delta_weight(name).to(dtype)
@@ -89,22 +96,17 @@ class FusedQKVLoRA(lora.MultiheadAttention):
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
+        if self._originals is None:
+            return
         base = self.get_base_layer()
-        out = base.out_proj
-        out_base = out.get_base_layer()
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            if name not in self.lora_A:
-                continue
-            dtype = out_base.weight.dtype
-            in_weight = base.in_proj_weight.data - self.get_delta_weight(name).to(dtype)
-            out_weight = out_base.weight.data - out.get_delta_weight(name).to(dtype)
-            del base.in_proj_weight
-            base.register_parameter("in_proj_weight", nn.Parameter(in_weight, requires_grad=False))
-            del out_base.weight
-            out_base.register_parameter("weight", nn.Parameter(out_weight, requires_grad=False))
-            if name in out.merged_adapters:
-                out.merged_adapters.remove(name)
+        out_base = base.out_proj.get_base_layer()
+        del base.in_proj_weight
+        base.register_parameter("in_proj_weight", self._originals[0])
+        del out_base.weight
+        out_base.register_parameter("weight", self._originals[1])
+        self._originals = None
+        self.merged_adapters.clear()
+        base.out_proj.merged_adapters.clear()
 
 
 def peft_settings(block: dict[str, Any]) -> dict[str, Any]:
