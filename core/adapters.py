@@ -186,6 +186,13 @@ def apply_peft(system: nn.Module) -> None:
         inject_adapter_in_model(_peft_config(settings, pattern), system)
     except (ValueError, TypeError) as exc:
         raise AdapterError(f"peft {settings['method']} cannot adapt these modules: {exc}") from exc
+    for module in system.modules():
+        if isinstance(module, nn.TransformerEncoderLayer) and isinstance(
+            module.self_attn, BaseTunerLayer
+        ):
+            # torch's fused inference path reads self_attn's weights directly and would skip the
+            # adapter; this flag only gates that path (the activation itself is self.activation).
+            module.activation_relu_or_gelu = 0
     keep = "|".join(f"(?:{p})" for p in settings["trainable"]) or None
     for name, param in system.named_parameters():
         if keep and re.fullmatch(keep, name):

@@ -218,3 +218,29 @@ def test_kb_build_and_search_take_an_adapter_file(tmp_path: Path, capsys):
     identity = json.loads("\n".join(lines))["encoder"]
     assert identity["sha256"] == load_encoder(str(adapter_path)).identity()["sha256"]
     assert identity["sha256"] != load_encoder(str(base_path)).identity()["sha256"]
+
+
+def test_lora_on_our_own_towers_and_fusion_with_a_trainable_head():
+    from domainvlm.domains.medical.system import M3AEVQASystem
+
+    towers = (
+        r"backbone\.(vision\.visual\.transformer\.resblocks\.\d+\.attn"
+        r"|text\.blocks\.\d+\.self_attn|fusion\.\d+\.(image|text)\.(self|cross)_attention)"
+    )
+    torch.manual_seed(0)
+    peft = {"target_modules": [towers], "trainable": [r"head\..*"], "options": RANDOM_B}
+    system = M3AEVQASystem(classes=["yes", "no", "left"], peft=peft).eval()
+    system.configure_model()
+    wrapped = [name for name, _ in adapted_modules(system)]
+    assert (
+        len(wrapped) == 4 + 2 + 2 * 2 * 2
+    )  # ViT blocks, text blocks, fusion self+cross per stream
+    trainable = {n.split(".")[0] for n, p in system.named_parameters() if p.requires_grad}
+    assert trainable == {"backbone", "head"}
+    assert all("lora_" in n for n, p in system.backbone.named_parameters() if p.requires_grad)
+    images = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)
+    with torch.no_grad():
+        before = system(images, ["is there a lesion?", "which side?"])
+        merge_adapters(system)
+        after = system(images, ["is there a lesion?", "which side?"])
+    torch.testing.assert_close(before, after, rtol=1e-5, atol=1e-5)
