@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from domainvlm.core.errors import FileError
+
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
@@ -53,3 +55,13 @@ def resolve_within(root: str | Path, relative: str | Path) -> Path:
     if not candidate.is_relative_to(root):
         raise ValueError(f"path {str(relative)!r} escapes the dataset root {str(root)!r}")
     return candidate
+
+
+def make_output_directory(path: str | Path) -> Path:
+    """Create an output folder up front, so a folder that cannot be written is one clear error."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileError(path, f"cannot create this output folder ({exc.strerror or exc})") from exc
+    return path
