@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from domainvlm.core.errors import FileError
 from domainvlm.core.files import make_output_directory
+
 from tests.helpers import run_cli
 
 
