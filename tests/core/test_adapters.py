@@ -132,6 +132,13 @@ def test_export_merge_and_zeroshot_take_adapter_files(tmp_path: Path, capsys):
     merged = load_system(merged_path)
     for a, b in zip(outputs(adapted), outputs(merged), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    standalone = tmp_path / "standalone.ckpt"
+    code, _, _ = run_cli(capsys, "export", adapter_path, "--out", standalone)
+    assert code == 0 and read_checkpoint(standalone)[CHECKPOINT_KEY]["init_args"]["peft"]["r"] == 2
+    moved = base_path.rename(tmp_path / "moved.ckpt")  # the stand-alone file needs no base
+    for a, b in zip(outputs(adapted), outputs(load_system(standalone)), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    moved.rename(base_path)
     image = colour_png(tmp_path / "a.png", (200, 30, 30), size=64)
     answers = []
     for checkpoint in (adapter_path, merged_path):
