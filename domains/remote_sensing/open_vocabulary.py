@@ -9,11 +9,12 @@ where the class vectors and image vectors come from, so a difference is knowledg
   CuPL average generated descriptions; ``names+descriptions`` averages the two vectors.
 - Knowledge entries are embedded either as their sentence (``sentences``) or as the mean of the
   template class vectors of the concepts their description names (``mentions``: "a highway
-  crossing a river" becomes highway and river): a text tower trained on templated captions reads
-  class names in templates well and free sentences badly, and the mentions carry the knowledge.
+  crossing a river" becomes highway and river): a text tower trained on templated captions
+  reads class names in templates reliably, free sentences only as well as its training run
+  happened to make it (two tiny towers disagree: benchmarks/RESULTS.md).
 - ``retrieval``: the image vector plus the knowledge its own pixels retrieve, as the semantic
   experts retrieve it (scene entries from the global embedding, object entries from the patch
-  tokens), scored against the ``names`` class vectors; retrieval off is then exactly ``names``,
+  tokens), scored against the same class vectors as the arm without it, so retrieval off keeps
   the same zero-shot prior. A knowledge base without the evaluated classes separates knowledge
   about the classes from knowledge in general.
 
