@@ -262,13 +262,18 @@ def _check_tower(tower: VisionTransformer) -> None:
             f"{'an attention pooler' if tower.attn_pool is not None else tower.pool_type!r}"
         )
     for block in transformer.resblocks:
-        if type(block) is not ResidualAttentionBlock or not block.attn.batch_first:
+        if type(block) is not ResidualAttentionBlock:
             raise TokenMergingError(
-                f"token merging supports open_clip's batch-first ResidualAttentionBlock, "
-                f"got {type(block).__name__}"
+                f"token merging supports open_clip's ResidualAttentionBlock, got "
+                f"{type(block).__name__}"
             )
-        if not block.attn._qkv_same_embed_dim:
-            raise TokenMergingError("token merging needs self-attention with one in_proj")
+        if type(block.attn) is not nn.MultiheadAttention:
+            raise TokenMergingError(
+                f"token merging reads the attention weights of nn.MultiheadAttention, got "
+                f"{type(block.attn).__name__} (an adapter?): merge it into the weights first"
+            )
+        if not block.attn.batch_first or not block.attn._qkv_same_embed_dim:
+            raise TokenMergingError("token merging needs batch-first self-attention, one in_proj")
 
 
 def tokens_after(merging: TokenMerging, tokens: int, layers: int) -> list[int]:

@@ -245,3 +245,18 @@ def test_callback_refuses_masked_autoencoders() -> None:
     module.encoder = MaskedViTEncoder.from_sizes(32, 8, width=32, depth=1, heads=2)
     with pytest.raises(TokenMergingError, match="masked image tower"):
         TokenMergingCallback(4).on_fit_start(None, module)
+
+
+def test_refuses_wrapped_attention() -> None:
+    """An adapter around the attention (LoRA) would be bypassed by reading its weights."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner: torch.nn.MultiheadAttention) -> None:
+            super().__init__()
+            self.inner = inner
+
+    encoder = MaskedViTEncoder.from_sizes(32, 8, width=32, depth=1, heads=2)
+    block = encoder.blocks[0]
+    block.attn = Wrapped(block.attn)
+    with pytest.raises(TokenMergingError, match="Wrapped"):
+        apply_token_merging(encoder, 4)
