@@ -121,16 +121,25 @@ def _load(
             "openclip:<model>[:<pretrained tag or weights file>], hf-hub:<org/repo> or "
             "local-dir:<folder>"
         )
-    system = load_system(path).to(device)
+    system = load_system(path)
+    return system_encoder(system, str(path.resolve()), device, adjustment), system
+
+
+def system_encoder(
+    system: BaseSystem, name: str, device: str = "cpu", adjustment: InputAdjustment | None = None
+) -> Encoder:
+    """The encoder of an in-memory system (moved to ``device``), named ``name``: how a loaded
+    checkpoint becomes an encoder, also for systems that exist only in memory (merge sweeps)."""
+    system.to(device)
     if adjustment is not None and "adjustment" not in inspect.signature(system.encoder).parameters:
         raise EncoderSpecError(
             f"--bands/--rescale ({adjustment.describe()}): the {type(system).__name__} in "
-            f"{spec!r} reads its images as they are and takes no band choice or rescaling"
+            f"{name!r} reads its images as they are and takes no band choice or rescaling"
         )
     encoder = system.encoder() if adjustment is None else system.encoder(adjustment=adjustment)
-    encoder.name = str(path.resolve())
+    encoder.name = name
     encoder.device = device
-    return encoder, system
+    return encoder
 
 
 def _takes_adjustment(spec: str) -> bool:

@@ -14,7 +14,7 @@ and shapes, and the base file must still hash to the recorded value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,37 @@ def _combine(
     total = (trimmed * agree).sum(0)
     count = agree.sum(0).clamp(min=1)
     return scale * (total / count).reshape(vectors.shape[1:])
+
+
+def sweep_scale(
+    system: torch.nn.Module,
+    base: dict[str, Tensor],
+    states: Sequence[dict[str, Tensor]],
+    scales: Sequence[float],
+    score: Callable[[torch.nn.Module], dict[str, float]],
+    method: str = "task-arithmetic",
+    density: float = 0.2,
+    seed: int = 0,
+) -> tuple[float, dict[float, dict[str, float]], dict[str, Tensor]]:
+    """λ with the best mean held-out score, every λ's scores, and the weights merged with it.
+
+    Each λ's merge is loaded into ``system`` (left holding the best one) and scored by ``score``
+    (one accuracy per held-out set): λ that suits one task can ruin another, so it is chosen on
+    all of them together. The first λ wins ties."""
+    if not scales:
+        raise MergeError("the scale sweep needs at least one scale")
+    if len(set(scales)) != len(scales):
+        raise MergeError(f"scales {list(scales)} repeat a value")
+    sweep, best = {}, None
+    for scale in scales:
+        state = merge_states(base, states, method, scale=scale, density=density, seed=seed)
+        system.load_state_dict(state)
+        sweep[scale] = score(system)
+        mean = sum(sweep[scale].values()) / len(sweep[scale])
+        if best is None or mean > best[0]:
+            best = (mean, scale, state)
+    system.load_state_dict(best[2])
+    return best[1], sweep, best[2]
 
 
 def merged_checkpoint(

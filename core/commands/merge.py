@@ -3,14 +3,25 @@
 The checkpoints must record the same base weights in their lineage (runs with a ``peft`` block:
 LoRA, or ``method: full`` for full fine-tuning) and be the same system; anything else is refused.
 Methods: ``task-arithmetic`` (base + scale·Σ task vectors), ``average``, ``ties`` and ``dare``
-(``--density``: the share of each task vector kept). Pick ``--scale`` on held-out data of every
-domain involved (``benchmarks/merge.py`` sweeps it).
+(``--density``: the share of each task vector kept).
+
+λ that suits one task can ruin another, so ``--scales 0.2,0.4,...`` with one ``--select-on
+DOMAIN=DATA_ROOT`` per domain involved sweeps it: each λ's merge is built in memory and scored
+exactly as ``eval zeroshot`` scores a checkpoint (the domain's zero-shot data, ``--select-split``,
+English prompts), and the λ with the best mean top-1 accuracy over the domains is written. The
+sweep (λ → accuracy per domain) is printed and recorded in the checkpoint's lineage.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from domainvlm.core.commands import add_device_argument
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HELP = "merge fine-tunes of one base: task arithmetic, average, TIES, DARE"
 
@@ -21,9 +32,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoints", nargs="+", help="two or more checkpoints or adapter files")
     parser.add_argument("--out", required=True, help="where to write the merged checkpoint")
     parser.add_argument("--method", choices=METHODS, default="task-arithmetic")
-    parser.add_argument("--scale", type=float, default=1.0, help="λ on the summed task vectors")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--scale", type=float, default=1.0, help="λ on the summed task vectors")
+    scale.add_argument(
+        "--scales",
+        type=_scales,
+        help="comma-separated λ values to sweep (needs --select-on); the best mean accuracy wins",
+    )
+    parser.add_argument(
+        "--select-on",
+        action="append",
+        default=[],
+        metavar="DOMAIN=DATA_ROOT",
+        help="held-out zero-shot data of one domain involved, scored for each of --scales "
+        "(repeat per domain)",
+    )
+    parser.add_argument("--select-split", default="val", help="split of --select-on roots")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch in the sweep")
+    add_device_argument(parser)
     parser.add_argument("--density", type=float, default=0.2, help="TIES/DARE: share kept")
     parser.add_argument("--seed", type=int, default=0, help="DARE's random drops")
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,14 +68,94 @@ def run(args: argparse.Namespace) -> int:
     from domainvlm.core.files import atomic_save
     from domainvlm.core.merging import load_for_merge, merge_states, merged_checkpoint
 
+    held_out = _held_out(args)
     lineage, base, states = load_for_merge(args.checkpoints)
     settings = {"method": args.method, "scale": args.scale, "density": args.density}
     settings["seed"] = args.seed
-    state = merge_states(base, states, **settings)
+    if held_out:
+        state = _swept(args, held_out, base, states, settings)
+    else:
+        state = merge_states(base, states, **settings)
     checkpoint = merged_checkpoint(args.checkpoints, state, lineage, settings)
     atomic_save(args.out, lambda handle: torch.save(checkpoint, handle))
     print(
         f"wrote {args.out}: {args.method} of {len(states)} models on base {lineage.get('base')} "
-        f"({Path(args.out).stat().st_size / 2**20:.1f} MiB)"
+        f"(scale {settings['scale']:g}, {Path(args.out).stat().st_size / 2**20:.1f} MiB)"
     )
     return 0
+
+
+def _held_out(args: argparse.Namespace) -> dict[str, Path]:
+    """``--select-on`` as {domain: data root}, checked against ``--scales`` and ``--method``."""
+    from domainvlm.core.merging import MergeError
+
+    if bool(args.scales) != bool(args.select_on):
+        raise MergeError(
+            "--scales and --select-on go together: the sweep scores each scale on held-out data "
+            "of every domain involved"
+        )
+    if args.scales and args.method == "average":
+        raise MergeError("--method average has no scale to sweep; drop --scales/--select-on")
+    held_out = {}
+    for option in args.select_on:
+        domain, sep, root = option.partition("=")
+        if not sep or not domain or not root:
+            raise MergeError(f"--select-on {option!r} is not DOMAIN=DATA_ROOT")
+        if domain in held_out:
+            raise MergeError(f"--select-on names domain {domain!r} twice")
+        if not Path(root).exists():
+            raise MergeError(f"--select-on {option!r}: data root {root!r} does not exist")
+        held_out[domain] = Path(root)
+    return held_out
+
+
+def _swept(
+    args: argparse.Namespace, held_out: dict[str, Path], base: dict, states: list, settings: dict
+) -> dict:
+    """Sweep ``--scales``, print the table, record the sweep in ``settings``; the best weights."""
+    from domainvlm.core.adapters import merge_adapters
+    from domainvlm.core.checkpoint import load_system
+    from domainvlm.core.commands.evaluate import evaluate_zeroshot
+    from domainvlm.core.encoder_loader import resolve_device, system_encoder
+    from domainvlm.core.merging import sweep_scale
+    from domainvlm.core.registry import get_domain
+
+    device = resolve_device(args.device)
+    plugins = {domain: get_domain(domain) for domain in held_out}
+    system = load_system(args.checkpoints[0])
+    merge_adapters(system)
+    system.eval()
+
+    def score(merged: nn.Module) -> dict[str, float]:
+        encoder = system_encoder(merged, f"merge of {len(states)} (in memory)", device)
+        options = dict(split=args.select_split, lang="en", templates=None, class_folders=False)
+        options |= dict(batch_size=args.batch_size, confusion_matrix=None)
+        return {
+            domain: evaluate_zeroshot(
+                argparse.Namespace(data=root, **options), encoder, plugins[domain]
+            )["acc1"]
+            for domain, root in held_out.items()
+        }
+
+    kept = {k: settings[k] for k in ("method", "density", "seed")}
+    best, sweep, state = sweep_scale(system, base, states, args.scales, score, **kept)
+    print(_table(sweep, best))
+    settings["scale"] = best
+    settings["scale_sweep"] = {
+        "metric": "acc1",
+        "split": args.select_split,
+        "select_on": {domain: str(root.resolve()) for domain, root in held_out.items()},
+        "accuracies": [{"scale": scale, **accs} for scale, accs in sweep.items()],
+    }
+    return state
+
+
+def _table(sweep: dict[float, dict[str, float]], best: float) -> str:
+    domains = list(next(iter(sweep.values())))
+    width = max(8, *(len(d) for d in domains))
+    lines = ["scale  " + "".join(f"{d:>{width}}" for d in [*domains, "mean"])]
+    for scale, accs in sweep.items():
+        values = [*accs.values(), sum(accs.values()) / len(accs)]
+        mark = "  <- chosen" if scale == best else ""
+        lines.append(f"{scale:<5g}  " + "".join(f"{v:>{width}.4f}" for v in values) + mark)
+    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,85 @@ def test_merge_command_adds_both_task_vectors_and_refuses_another_base(tmp_path:
 def test_merge_refuses_bad_settings():
     with pytest.raises(MergeError, match="density"):
         merge_states(BASE, TASKS, "ties", density=0.0)
+
+
+def colour_models(tmp_path: Path) -> tuple[Path, Path]:
+    """Two full fine-tunes of one ColourSystem base: a's task vector halves the green channel's
+    weight, b's raises the blue one by a fifth. Merged with λ the mix is diag(1, 1 - λ/2, 1 + λ/5),
+    so a tile is called green when (1 - λ/2)·g beats its red and blue: λ picks the winners."""
+    from tests.plugins.colours import ColourSystem
+
+    base = save_checkpoint(ColourSystem(), tmp_path / "base.ckpt")
+    paths = []
+    for name, index, weight in (("a", 1, 0.5), ("b", 2, 1.2)):
+        system = ColourSystem(peft={"base": str(base), "method": "full"})
+        system.configure_model()
+        with torch.no_grad():
+            system.mix.weight[index, index] = weight
+        paths.append(save_checkpoint(system, tmp_path / f"{name}.ckpt"))
+    return paths[0], paths[1]
+
+
+def test_merge_sweeps_scales_on_every_domain_and_keeps_the_best(
+    tmp_path: Path, capsys, colours_domain, toy_plugin
+):
+    from tests.helpers import colour_png
+
+    a, b = colour_models(tmp_path)
+    # colours (its own zeroshot_data hook): the greenish red tile needs 1 - λ/2 < 0.75, the
+    # green one 1 - λ/2 > 0.45. toy (class folders): its green tile needs 1 - λ/2 > 0.55.
+    tiles = {
+        tmp_path / "colours" / "val": {"red_0": (150, 200, 0), "green_0": (100, 220, 0)},
+        tmp_path / "toy" / "val": {"red/0": (255, 0, 0), "green/0": (110, 200, 0)},
+    }
+    for folder, colours in tiles.items():
+        blue = "blue_0" if folder.parent.name == "colours" else "blue/0"
+        for name, rgb in {**colours, blue: (0, 0, 255)}.items():
+            colour_png(folder / f"{name}.png", rgb)
+    scales = [0.25, 0.75, 1.0, 1.5]
+    code, out, err = run_cli(
+        capsys, "merge", a, b, "--out", tmp_path / "m.ckpt", "--scales",
+        ",".join(map(str, scales)), "--select-on", f"colours={tmp_path / 'colours'}",
+        "--select-on", f"toy={tmp_path / 'toy'}",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = [line.split() for line in out if line.split()[0][0].isdigit()]
+    assert [float(row[0]) for row in rows] == scales
+    printed = {float(row[0]): [float(v) for v in row[1:4]] for row in rows}
+    expected = {0.25: [2 / 3, 1, 5 / 6], 0.75: [1, 1, 1], 1.0: [1, 2 / 3, 5 / 6]}
+    expected[1.5] = [2 / 3, 2 / 3, 2 / 3]
+    for scale, values in expected.items():
+        assert printed[scale] == pytest.approx(values, abs=1e-4)
+    best = max(printed, key=lambda scale: printed[scale][2])
+    assert best == 0.75 and [row for row in rows if "chosen" in " ".join(row)][0][0] == "0.75"
+
+    lineage = read_checkpoint(tmp_path / "m.ckpt")[CHECKPOINT_KEY]["lineage"]
+    assert lineage["scale"] == best
+    sweep = lineage["scale_sweep"]
+    assert sweep["split"] == "val" and sweep["metric"] == "acc1"
+    assert sweep["select_on"] == {d: str(tmp_path / d) for d in ("colours", "toy")}
+    assert [row["scale"] for row in sweep["accuracies"]] == scales
+    assert sweep["accuracies"][1] == {"scale": 0.75, "colours": 1.0, "toy": 1.0}
+    merged = read_checkpoint(tmp_path / "m.ckpt")["state_dict"]["mix.weight"]
+    torch.testing.assert_close(merged, torch.diag(torch.tensor([1.0, 1 - 0.75 / 2, 1.15])))
+
+    # The written model scores what the sweep printed for it, through eval zeroshot.
+    code, _, err = run_cli(
+        capsys, "eval", "zeroshot", "--checkpoint", tmp_path / "m.ckpt", "--domain", "colours",
+        "--data", tmp_path / "colours", "--split", "val", "--out", tmp_path / "eval.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval.json").read_text())["acc1"] == 1.0
+
+
+def test_merge_sweep_refuses_half_a_request(tmp_path: Path, capsys):
+    a, b = colour_models(tmp_path)
+    code, _, err = run_cli(capsys, "merge", a, b, "--out", tmp_path / "m.ckpt", "--scales", "1,2")
+    assert code == 1 and "--select-on" in err
+    select = ["--select-on", f"colours={tmp_path / 'missing'}"]
+    code, _, err = run_cli(capsys, "merge", a, b, "--out", tmp_path / "m.ckpt", "--scales", "1",
+                           *select)  # fmt: skip
+    assert code == 1 and "does not exist" in err and str(tmp_path / "missing") in err
+    code, _, err = run_cli(capsys, "merge", a, b, "--out", tmp_path / "m.ckpt", "--method",
+                           "average", "--scales", "1", "--select-on", f"x={tmp_path}")  # fmt: skip
+    assert code == 1 and "average" in err and not (tmp_path / "m.ckpt").exists()
