@@ -4,8 +4,9 @@ A base RSMCLIP is pretrained (as in ``benchmarks/adapt.py``) on the captions of 
 of the demo sample; two specialists are LoRA fine-tunes of it, one per held-out task (three unseen
 classes each). Every merge method (task arithmetic, TIES, DARE, average; through
 ``domainvlm.core.merging``, adapter files folded in first) is swept over λ, λ picked on a
-validation split of both tasks (mean accuracy), then tested on each task's test split. Prints one
-JSON line per method: per task the merged acc1, the specialist's and the base's, and the ratio.
+validation split of both tasks (mean accuracy; ``sweep_scale``, as ``domainvlm merge --scales``
+does), then tested on each task's test split. Prints one JSON line per method: per task the
+merged acc1, the specialist's and the base's, and the ratio.
 
     python benchmarks/merge.py [--sample DIR] [--steps 40] [--pretrain-steps 100]
 """
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from adapt import accuracy, finetune, load_chips, new_system, pretrain, save
 from domainvlm.core.checkpoint import load_system
-from domainvlm.core.merging import load_for_merge, merge_states
+from domainvlm.core.merging import load_for_merge, sweep_scale
 from domainvlm.domains.remote_sensing.knowledge import class_names
 from domainvlm.domains.remote_sensing.sample import write_sample
 
@@ -91,16 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         lineage, base_state, states = load_for_merge([str(specialists[t]) for t in TASKS])
         merged_system = new_system()
         for method, scales in SWEEP.items():
-            best = None
-            for scale in scales:
-                state = merge_states(base_state, states, method, scale=scale, density=0.5)
-                merged_system.load_state_dict(state)
-                val = float(np.mean(list(score(merged_system, "val").values())))
-                if best is None or val > best[0]:
-                    best = (val, scale, state)
-            merged_system.load_state_dict(best[2])
+            best, _, _ = sweep_scale(
+                merged_system,
+                base_state,
+                states,
+                scales,
+                lambda system: score(system, "val"),
+                method,
+                density=0.5,
+            )
             test = score(merged_system, "test")
-            row = {"method": method, "scale": best[1], "density": 0.5}
+            row = {"method": method, "scale": best, "density": 0.5}
             for t in TASKS:
                 row[t] = {
                     "merged_acc1": test[t],

@@ -85,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _held_out(args: argparse.Namespace) -> dict[str, Path]:
-    """``--select-on`` as {domain: data root}, checked against ``--scales`` and ``--method``."""
+def _held_out(args: argparse.Namespace) -> dict[str, tuple[str, Path]]:
+    """``--select-on`` as {label: (domain, data root)}, checked against ``--scales`` and
+    ``--method``. The label is the domain, or ``DOMAIN=DATA_ROOT`` where a domain has several
+    held-out sets (two tasks of one domain are the usual merge)."""
     from domainvlm.core.merging import MergeError
 
     if bool(args.scales) != bool(args.select_on):
@@ -96,21 +98,29 @@ def _held_out(args: argparse.Namespace) -> dict[str, Path]:
         )
     if args.scales and args.method == "average":
         raise MergeError("--method average has no scale to sweep; drop --scales/--select-on")
-    held_out = {}
+    if len(set(args.select_on)) != len(args.select_on):
+        raise MergeError(f"--select-on repeats a held-out set: {args.select_on}")
+    pairs = []
     for option in args.select_on:
         domain, sep, root = option.partition("=")
         if not sep or not domain or not root:
             raise MergeError(f"--select-on {option!r} is not DOMAIN=DATA_ROOT")
-        if domain in held_out:
-            raise MergeError(f"--select-on names domain {domain!r} twice")
         if not Path(root).exists():
             raise MergeError(f"--select-on {option!r}: data root {root!r} does not exist")
-        held_out[domain] = Path(root)
-    return held_out
+        pairs.append((option, domain, Path(root)))
+    domains = [domain for _, domain, _ in pairs]
+    return {
+        domain if domains.count(domain) == 1 else option: (domain, root)
+        for option, domain, root in pairs
+    }
 
 
 def _swept(
-    args: argparse.Namespace, held_out: dict[str, Path], base: dict, states: list, settings: dict
+    args: argparse.Namespace,
+    held_out: dict[str, tuple[str, Path]],
+    base: dict,
+    states: list,
+    settings: dict,
 ) -> dict:
     """Sweep ``--scales``, print the table, record the sweep in ``settings``; the best weights."""
     from domainvlm.core.adapters import merge_adapters
@@ -121,7 +131,7 @@ def _swept(
     from domainvlm.core.registry import get_domain
 
     device = resolve_device(args.device)
-    plugins = {domain: get_domain(domain) for domain in held_out}
+    plugins = {domain: get_domain(domain) for domain, _ in held_out.values()}
     system = load_system(args.checkpoints[0])
     merge_adapters(system)
     system.eval()
@@ -131,10 +141,10 @@ def _swept(
         options = dict(split=args.select_split, lang="en", templates=None, class_folders=False)
         options |= dict(batch_size=args.batch_size, confusion_matrix=None)
         return {
-            domain: evaluate_zeroshot(
+            label: evaluate_zeroshot(
                 argparse.Namespace(data=root, **options), encoder, plugins[domain]
             )["acc1"]
-            for domain, root in held_out.items()
+            for label, (domain, root) in held_out.items()
         }
 
     kept = {k: settings[k] for k in ("method", "density", "seed")}
@@ -144,16 +154,19 @@ def _swept(
     settings["scale_sweep"] = {
         "metric": "acc1",
         "split": args.select_split,
-        "select_on": {domain: str(root.resolve()) for domain, root in held_out.items()},
+        "select_on": {
+            label: {"domain": domain, "root": str(root.resolve())}
+            for label, (domain, root) in held_out.items()
+        },
         "accuracies": [{"scale": scale, **accs} for scale, accs in sweep.items()],
     }
     return state
 
 
 def _table(sweep: dict[float, dict[str, float]], best: float) -> str:
-    domains = list(next(iter(sweep.values())))
-    width = max(8, *(len(d) for d in domains))
-    lines = ["scale  " + "".join(f"{d:>{width}}" for d in [*domains, "mean"])]
+    labels = list(next(iter(sweep.values())))
+    width = max(8, *(len(label) + 2 for label in labels))
+    lines = ["scale  " + "".join(f"{label:>{width}}" for label in [*labels, "mean"])]
     for scale, accs in sweep.items():
         values = [*accs.values(), sum(accs.values()) / len(accs)]
         mark = "  <- chosen" if scale == best else ""

@@ -141,7 +141,9 @@ def test_merge_sweeps_scales_on_every_domain_and_keeps_the_best(
     assert lineage["scale"] == best
     sweep = lineage["scale_sweep"]
     assert sweep["split"] == "val" and sweep["metric"] == "acc1"
-    assert sweep["select_on"] == {d: str(tmp_path / d) for d in ("colours", "toy")}
+    assert sweep["select_on"] == {
+        d: {"domain": d, "root": str(tmp_path / d)} for d in ("colours", "toy")
+    }
     assert [row["scale"] for row in sweep["accuracies"]] == scales
     assert sweep["accuracies"][1] == {"scale": 0.75, "colours": 1.0, "toy": 1.0}
     merged = read_checkpoint(tmp_path / "m.ckpt")["state_dict"]["mix.weight"]
@@ -154,6 +156,29 @@ def test_merge_sweeps_scales_on_every_domain_and_keeps_the_best(
     )  # fmt: skip
     assert code == 0, err
     assert json.loads((tmp_path / "eval.json").read_text())["acc1"] == 1.0
+
+
+def test_merge_sweep_takes_two_held_out_sets_of_one_domain(tmp_path: Path, capsys, colours_domain):
+    from tests.helpers import colour_png
+
+    a, b = colour_models(tmp_path)
+    # With λ = 1 the mix halves green: the greenish red tile is red, the plain green one green.
+    for root, red in (("one", (150, 200, 0)), ("two", (255, 0, 0))):
+        colour_png(tmp_path / root / "val" / "red_0.png", red)
+        colour_png(tmp_path / root / "val" / "green_0.png", (0, 255, 0))
+    sets = [f"colours={tmp_path / root}" for root in ("one", "two")]
+    code, out, err = run_cli(
+        capsys, "merge", a, b, "--out", tmp_path / "m.ckpt", "--scales", "0,1",
+        "--select-on", sets[0], "--select-on", sets[1],
+    )  # fmt: skip
+    assert code == 0, err
+    assert out[0].split()[1:] == [*sets, "mean"]
+    sweep = read_checkpoint(tmp_path / "m.ckpt")[CHECKPOINT_KEY]["lineage"]["scale_sweep"]
+    assert sweep["accuracies"] == [
+        {"scale": 0.0, sets[0]: 0.5, sets[1]: 1.0},
+        {"scale": 1.0, sets[0]: 1.0, sets[1]: 1.0},
+    ]
+    assert sweep["select_on"][sets[1]] == {"domain": "colours", "root": str(tmp_path / "two")}
 
 
 def test_merge_sweep_refuses_half_a_request(tmp_path: Path, capsys):
