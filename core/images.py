@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from domainvlm.core.errors import ImageReadError, ImageTooLargeError
-from domainvlm.core.registry import load_domains
+from domainvlm.core.registry import load_domains, resolve_hook
 from PIL import Image, ImageOps
 
 __all__ = [
@@ -93,6 +93,7 @@ def read_image(
         readers = domain_readers()
         suffix = _matching_suffix(file, readers)
         reader = readers[suffix] if suffix is not None else None
+    reader = resolve_hook(reader)  # a lazy reader is imported now, so a SizedReader is seen
     is_video = file.suffix.lower() in VIDEO_SUFFIXES
     try:
         _check_pixels(_header_pixels(file), path, limit)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,40 @@ from typing import Any
 from domainvlm.core.errors import DomainVLMError
 
 ENTRY_POINT_GROUP = "domainvlm.domains"
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A hook named ``"package.module:attribute"``, imported on first use.
+
+    Listing domains and building ``domainvlm eval --help`` load every plugin; hooks given this way
+    keep that from importing the domains' frameworks (torch, Lightning, rasterio, pydicom), which
+    only the command that calls a hook needs."""
+
+    target: str
+
+    def resolve(self) -> Any:
+        module, _, attribute = self.target.partition(":")
+        try:
+            return getattr(import_module(module), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise DomainVLMError(f"domain hook {self.target!r} cannot be loaded: {exc}") from exc
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+
+def lazy(target: str) -> Lazy:
+    """``lazy("package.module:function")``: a hook that imports its module when first called."""
+    if ":" not in target:
+        raise ValueError(f"lazy hook {target!r} must read 'package.module:attribute'")
+    return Lazy(target)
+
+
+def resolve_hook(hook: Any) -> Any:
+    """The object a ``Lazy`` hook names (imported now), or the hook itself; for callers that
+    inspect a hook (``isinstance(reader, SizedReader)``) rather than call it."""
+    return hook.resolve() if isinstance(hook, Lazy) else hook
 
 
 @dataclass
@@ -71,7 +106,11 @@ class DomainEvaluation:
 
 @dataclass(frozen=True)
 class DomainPlugin:
-    """What a domain tells core about itself (its manifest plus the hooks core calls)."""
+    """What a domain tells core about itself (its manifest plus the hooks core calls).
+
+    Any hook may be a ``lazy("module:function")`` reference, so that loading the plugin stays
+    cheap; ``DomainEvaluation.add_arguments`` is called to build ``eval --help``, so its module
+    must import nothing heavy."""
 
     name: str
     description: str

@@ -3,12 +3,15 @@ ComicsPAP; a panel↔text dual encoder with character identity and a closure seq
 
 from pathlib import Path
 
-from domainvlm.core.registry import DomainPlugin
-from domainvlm.domains.comics.closure import EVALUATION as CLOSURE
-from domainvlm.domains.comics.evaluation_data import retrieval_data, zeroshot_data
-from domainvlm.domains.comics.knowledge import collection_records
-from domainvlm.domains.comics.sample import write_sample
-from domainvlm.domains.comics.templates import templates
+from domainvlm.core.registry import DomainEvaluation, DomainPlugin, lazy
+
+COMICS = "domainvlm.domains.comics"
+CLOSURE = DomainEvaluation(
+    help="closure: COMICS cloze and ComicsPAP pick-a-panel accuracy beside random",
+    add_arguments=lazy(f"{COMICS}.closure:add_arguments"),
+    run=lazy(f"{COMICS}.closure:run"),
+    format_table=lazy(f"{COMICS}.closure:format_table"),
+)
 
 PLUGIN = DomainPlugin(
     name="comics",
@@ -21,10 +24,10 @@ PLUGIN = DomainPlugin(
         "your own copy under their own licences (comic images are never redistributable)"
     ),
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "comics",
-    write_sample=write_sample,
-    knowledge_from_data=collection_records,
-    zeroshot_data=zeroshot_data,
-    retrieval_data=retrieval_data,
-    templates=templates,
+    write_sample=lazy(f"{COMICS}.sample:write_sample"),
+    knowledge_from_data=lazy(f"{COMICS}.knowledge:collection_records"),
+    zeroshot_data=lazy(f"{COMICS}.evaluation_data:zeroshot_data"),
+    retrieval_data=lazy(f"{COMICS}.evaluation_data:retrieval_data"),
+    templates=lazy(f"{COMICS}.templates:templates"),
     evaluations={"closure": CLOSURE},
 )

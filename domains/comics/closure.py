@@ -17,7 +17,6 @@ import argparse
 from pathlib import Path
 
 from domainvlm.core.errors import DomainVLMError
-from domainvlm.core.registry import DomainEvaluation
 from domainvlm.domains.comics.closure_data import COMICS_TASKS, COMICSPAP_TASKS, ClosureInstance
 
 COMICS_FOLDS = ("test_easy", "test_hard")
@@ -172,11 +171,3 @@ def format_table(result: dict) -> str:
         for label, key in (("random", "random"), ("this checkpoint", "accuracy")):
             lines.append(" ".join([f"{label:<22}", *(f"{100 * r[key]:>18.1f}" for r in pap)]))
     return "\n".join(lines)
-
-
-EVALUATION = DomainEvaluation(
-    help="closure: COMICS cloze and ComicsPAP pick-a-panel accuracy beside random",
-    add_arguments=add_arguments,
-    run=run,
-    format_table=format_table,
-)

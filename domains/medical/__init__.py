@@ -2,18 +2,10 @@
 
 from pathlib import Path
 
-from domainvlm.core.registry import DomainPlugin
-from domainvlm.domains.medical.dicom import IMAGE_READER
-from domainvlm.domains.medical.evaluation_data import (
-    answer_questions,
-    rank_answers,
-    retrieval_data,
-    vqa_data,
-    zeroshot_data,
-)
-from domainvlm.domains.medical.knowledge import image_queries, report_records
-from domainvlm.domains.medical.sample import write_sample
-from domainvlm.domains.medical.templates import templates
+from domainvlm.core.registry import DomainPlugin, lazy
+
+MED = "domainvlm.domains.medical"
+IMAGE_READER = lazy(f"{MED}.dicom:IMAGE_READER")
 
 PLUGIN = DomainPlugin(
     name="medical",
@@ -26,14 +18,14 @@ PLUGIN = DomainPlugin(
         "SLAKE are read from your own copy under their own licences"
     ),
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "medical",
-    write_sample=write_sample,
+    write_sample=lazy(f"{MED}.sample:write_sample"),
     image_readers={suffix: IMAGE_READER for suffix in (".dcm", ".dicom")},
-    knowledge_from_data=report_records,
-    knowledge_queries=image_queries,
-    zeroshot_data=zeroshot_data,
-    retrieval_data=retrieval_data,
-    vqa_data=vqa_data,
-    answer_questions=answer_questions,
-    rank_answers=rank_answers,
-    templates=templates,
+    knowledge_from_data=lazy(f"{MED}.knowledge:report_records"),
+    knowledge_queries=lazy(f"{MED}.knowledge:image_queries"),
+    zeroshot_data=lazy(f"{MED}.evaluation_data:zeroshot_data"),
+    retrieval_data=lazy(f"{MED}.evaluation_data:retrieval_data"),
+    vqa_data=lazy(f"{MED}.evaluation_data:vqa_data"),
+    answer_questions=lazy(f"{MED}.evaluation_data:answer_questions"),
+    rank_answers=lazy(f"{MED}.evaluation_data:rank_answers"),
+    templates=lazy(f"{MED}.templates:templates"),
 )

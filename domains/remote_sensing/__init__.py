@@ -2,17 +2,11 @@
 
 from pathlib import Path
 
-from domainvlm.core.registry import DomainPlugin
-from domainvlm.domains.remote_sensing.evaluation_data import retrieval_data, zeroshot_data
-from domainvlm.domains.remote_sensing.knowledge import (
-    LANGUAGES,
-    knowledge_queries,
-    knowledge_records,
-)
-from domainvlm.domains.remote_sensing.rasters import RASTER_READER
-from domainvlm.domains.remote_sensing.sample import write_sample
-from domainvlm.domains.remote_sensing.templates import templates
-from domainvlm.domains.remote_sensing.vqa import answer_questions, rank_answers, vqa_data
+from domainvlm.core.registry import DomainPlugin, lazy
+from domainvlm.domains.remote_sensing.knowledge import LANGUAGES
+
+RS = "domainvlm.domains.remote_sensing"
+RASTER_READER = lazy(f"{RS}.rasters:RASTER_READER")
 
 PLUGIN = DomainPlugin(
     name="remote_sensing",
@@ -25,15 +19,15 @@ PLUGIN = DomainPlugin(
         "are read from your own copy under their own licences"
     ),
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "remote_sensing",
-    write_sample=write_sample,
-    knowledge_source=knowledge_records,
-    knowledge_queries=knowledge_queries,
+    write_sample=lazy(f"{RS}.sample:write_sample"),
+    knowledge_source=lazy(f"{RS}.knowledge:knowledge_records"),
+    knowledge_queries=lazy(f"{RS}.knowledge:knowledge_queries"),
     image_readers={".tif": RASTER_READER, ".tiff": RASTER_READER},
-    zeroshot_data=zeroshot_data,
-    retrieval_data=retrieval_data,
-    templates=templates,
-    vqa_data=vqa_data,
-    answer_questions=answer_questions,
-    rank_answers=rank_answers,
+    zeroshot_data=lazy(f"{RS}.evaluation_data:zeroshot_data"),
+    retrieval_data=lazy(f"{RS}.evaluation_data:retrieval_data"),
+    templates=lazy(f"{RS}.templates:templates"),
+    vqa_data=lazy(f"{RS}.vqa:vqa_data"),
+    answer_questions=lazy(f"{RS}.vqa:answer_questions"),
+    rank_answers=lazy(f"{RS}.vqa:rank_answers"),
     languages=LANGUAGES,
 )

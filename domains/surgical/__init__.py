@@ -3,13 +3,27 @@ recognition, and text → moment search over a video collection."""
 
 from pathlib import Path
 
-from domainvlm.core.registry import DomainPlugin
-from domainvlm.domains.surgical.evaluation_data import retrieval_data, zeroshot_data
-from domainvlm.domains.surgical.knowledge import moment_queries, moment_records
-from domainvlm.domains.surgical.probe import PROBE
-from domainvlm.domains.surgical.sample import write_sample
-from domainvlm.domains.surgical.tasks import PHASES, TOOLS
-from domainvlm.domains.surgical.templates import templates
+from domainvlm.core.registry import DomainEvaluation, DomainPlugin, lazy
+
+SURG = "domainvlm.domains.surgical"
+PHASES = DomainEvaluation(
+    help="phases: per-video zero-shot phase accuracy / macro-F1, confusion matrix, timeline",
+    add_arguments=lazy(f"{SURG}.eval_options:add_phase_arguments"),
+    run=lazy(f"{SURG}.tasks:run_phases"),
+    format_table=lazy(f"{SURG}.tasks:format_phases"),
+)
+TOOLS = DomainEvaluation(
+    help="tools: zero-shot tool presence AP/mAP (Cholec80) and CholecT50 i/v/t/ivt mAP",
+    add_arguments=lazy(f"{SURG}.eval_options:add_tool_arguments"),
+    run=lazy(f"{SURG}.tasks:run_tools"),
+    format_table=lazy(f"{SURG}.tasks:format_tools"),
+)
+PROBE = DomainEvaluation(
+    help="probe: linear probe / few-shot phase recognition on frozen frame features",
+    add_arguments=lazy(f"{SURG}.eval_options:add_probe_arguments"),
+    run=lazy(f"{SURG}.probe:run"),
+    format_table=lazy(f"{SURG}.probe:format_table"),
+)
 
 PLUGIN = DomainPlugin(
     name="surgical",
@@ -25,11 +39,11 @@ PLUGIN = DomainPlugin(
         "are read from your own copy under their own licences"
     ),
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "surgical",
-    write_sample=write_sample,
-    knowledge_from_data=moment_records,
-    knowledge_queries=moment_queries,
-    zeroshot_data=zeroshot_data,
-    retrieval_data=retrieval_data,
-    templates=templates,
+    write_sample=lazy(f"{SURG}.sample:write_sample"),
+    knowledge_from_data=lazy(f"{SURG}.knowledge:moment_records"),
+    knowledge_queries=lazy(f"{SURG}.knowledge:moment_queries"),
+    zeroshot_data=lazy(f"{SURG}.evaluation_data:zeroshot_data"),
+    retrieval_data=lazy(f"{SURG}.evaluation_data:retrieval_data"),
+    templates=lazy(f"{SURG}.templates:templates"),
     evaluations={"phases": PHASES, "tools": TOOLS, "probe": PROBE},
 )

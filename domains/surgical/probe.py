@@ -14,14 +14,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from domainvlm.core.registry import DomainEvaluation
 from domainvlm.domains.surgical.evaluation_data import zeroshot_data
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-split", default="train", help="split the probe is fit on")
-    parser.add_argument("--shots", type=int, default=0, help="training videos used (0 = all)")
-    parser.add_argument("--weight-decay", type=float, default=1e-3)
 
 
 def fit_linear_probe(
@@ -74,11 +67,3 @@ def format_table(result: dict) -> str:
         f"{100 * result['mean_group_macro_f1']:.1f} % (per video, averaged over "
         f"{result['num_groups']})"
     )
-
-
-PROBE = DomainEvaluation(
-    help="probe: linear probe / few-shot phase recognition on frozen frame features",
-    add_arguments=add_arguments,
-    run=run,
-    format_table=format_table,
-)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from domainvlm.core.registry import DomainEvaluation
 from domainvlm.domains.surgical.cholect50 import COMPONENTS, read_cholect50
 from domainvlm.domains.surgical.evaluation_data import phase_videos, video_phases, zeroshot_data
 from domainvlm.domains.surgical.phases import CHOLEC80_TOOLS, read_tool_file
@@ -37,13 +36,6 @@ def _encoder(args: argparse.Namespace) -> Encoder:
 
 
 # -- phases ---------------------------------------------------------------------------------------
-
-
-def add_phase_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timeline", type=Path, help="write a phase timeline PNG (truth above prediction)"
-    )
-    parser.add_argument("--confusion-matrix", type=Path, help="write a confusion-matrix PNG")
 
 
 def run_phases(args: argparse.Namespace) -> dict:
@@ -128,12 +120,6 @@ def timeline_png(
 
 
 # -- tools ----------------------------------------------------------------------------------------
-
-
-def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-cholect50", action="store_true", help="skip CholecT50 labels even if present"
-    )
 
 
 def present_class_map(scores: np.ndarray, targets: np.ndarray) -> tuple[float, list[float]]:
@@ -229,17 +215,3 @@ def format_tools(result: dict) -> str:
         )
         lines.append(f"CholecT50 mAP per video, averaged (percent): {cells}")
     return "\n".join(lines)
-
-
-PHASES = DomainEvaluation(
-    help="phases: per-video zero-shot phase accuracy / macro-F1, confusion matrix, timeline",
-    add_arguments=add_phase_arguments,
-    run=run_phases,
-    format_table=format_phases,
-)
-TOOLS = DomainEvaluation(
-    help="tools: zero-shot tool presence AP/mAP (Cholec80) and CholecT50 i/v/t/ivt mAP",
-    add_arguments=add_tool_arguments,
-    run=run_tools,
-    format_table=format_tools,
-)

@@ -1,5 +1,6 @@
-"""The CLI answers help and argument errors without importing torch, lists every domain's classes,
-and keeps what is not the user's business off the screen."""
+"""The CLI answers help and argument errors and lists the domains without importing torch (or a
+domain's readers), lists every domain's classes, and keeps what is not the user's business off the
+screen."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-heavy = sorted(m for m in ("torch", "lightning", "faiss", "open_clip") if m in sys.modules)
+heavy = ("torch", "lightning", "faiss", "open_clip", "rasterio", "pydicom", "cv2")
+heavy = sorted(m for m in heavy if m in sys.modules)
 print("RESULT", time.perf_counter() - start, ",".join(heavy), file=sys.stderr)
 """
 
@@ -29,6 +31,10 @@ print("RESULT", time.perf_counter() - start, ",".join(heavy), file=sys.stderr)
     "argv",
     [
         ["--help"],
+        ["domains"],  # loads every installed plugin: their hooks are imported when called
+        ["domains", "--json"],
+        ["eval", "--help"],  # builds each domain's own eval tasks' options
+        ["eval", "probe", "--help"],
         ["kb", "--help"],
         ["ask", "--help"],
         ["zeroshot", "--help"],

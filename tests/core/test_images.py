@@ -228,3 +228,19 @@ def test_to_rgb_image_scales_deep_data_and_repeats_grey():
 
     with pytest.raises(ImageReadError, match="13 channels"):
         to_rgb_image(np.zeros((2, 2, 13), dtype=np.uint16), "s2.tif")
+
+
+HUGE_HEADER_READER = images.SizedReader(
+    read=lambda path: pytest.fail("the reader decoded a file its header says is too large"),
+    header_pixels=lambda path: 10**9,
+)
+
+
+def test_a_lazy_sized_reader_is_resolved_so_its_header_cap_holds(tmp_path: Path, monkeypatch):
+    from domainvlm.core.registry import lazy
+
+    plugin = fake_plugin({".raw": lazy(f"{__name__}:HUGE_HEADER_READER")})
+    monkeypatch.setattr(images, "load_domains", lambda: {"fake": plugin})
+    (tmp_path / "scene.raw").write_bytes(b"\0" * 16)
+    with pytest.raises(ImageTooLargeError, match="scene.raw"):
+        read_image(tmp_path / "scene.raw", max_pixels=1000)
