@@ -164,11 +164,11 @@ def _swept(
 
 
 def _table(sweep: dict[float, dict[str, float]], best: float) -> str:
-    labels = list(next(iter(sweep.values())))
-    width = max(8, *(len(label) + 2 for label in labels))
-    lines = ["scale  " + "".join(f"{label:>{width}}" for label in [*labels, "mean"])]
+    labels = [*next(iter(sweep.values())), "mean"]
+    widths = [max(8, len(label) + 2) for label in labels]
+    lines = ["scale  " + "".join(f"{x:>{w}}" for x, w in zip(labels, widths, strict=True))]
     for scale, accs in sweep.items():
         values = [*accs.values(), sum(accs.values()) / len(accs)]
-        mark = "  <- chosen" if scale == best else ""
-        lines.append(f"{scale:<5g}  " + "".join(f"{v:>{width}.4f}" for v in values) + mark)
+        row = "".join(f"{v:>{w}.4f}" for v, w in zip(values, widths, strict=True))
+        lines.append(f"{scale:<5g}  " + row + ("  <- chosen" if scale == best else ""))
     return "\n".join(lines)
