@@ -6,10 +6,11 @@ Methods: ``task-arithmetic`` (base + scale·Σ task vectors), ``average``, ``tie
 (``--density``: the share of each task vector kept).
 
 λ that suits one task can ruin another, so ``--scales 0.2,0.4,...`` with one ``--select-on
-DOMAIN=DATA_ROOT`` per domain involved sweeps it: each λ's merge is built in memory and scored
-exactly as ``eval zeroshot`` scores a checkpoint (the domain's zero-shot data, ``--select-split``,
-English prompts), and the λ with the best mean top-1 accuracy over the domains is written. The
-sweep (λ → accuracy per domain) is printed and recorded in the checkpoint's lineage.
+DOMAIN=DATA_ROOT`` per held-out set (one per task; several may share a domain) sweeps it: each λ's
+merge is built in memory and scored exactly as ``eval zeroshot`` scores a checkpoint (the
+domain's zero-shot data, ``--select-split``, English prompts), and the λ with the best mean top-1
+accuracy over the sets is written. The sweep (λ → accuracy per set) is printed and recorded in
+the checkpoint's lineage.
 """
 
 from __future__ import annotations
