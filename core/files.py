@@ -57,11 +57,15 @@ def resolve_within(root: str | Path, relative: str | Path) -> Path:
     return candidate
 
 
-def make_output_directory(path: str | Path) -> Path:
-    """Create an output folder up front, so a folder that cannot be written is one clear error."""
+def check_output_folder(path: str | Path) -> Path:
+    """Refuse an output folder that cannot be created, up front and without creating anything, so
+    a command that fails later leaves no empty folder behind."""
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FileError(path, f"cannot create this output folder ({exc.strerror or exc})") from exc
+    ancestor = path.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FileError(
+            path, f"cannot create this output folder ({ancestor} is not a writable folder)"
+        )
     return path

@@ -47,7 +47,7 @@ from domainvlm.core.commands import (
     speed_options,
 )
 from domainvlm.core.errors import DomainVLMError
-from domainvlm.core.files import make_output_directory, resolve_within
+from domainvlm.core.files import check_output_folder, resolve_within
 from domainvlm.core.registry import get_domain
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def check_output_directory(out: Path, overwrite: bool) -> None:
         raise KnowledgeBaseCommandError(
             f"{str(out)!r} is not empty and holds no knowledge base; pick an empty or new --out"
         )
-    make_output_directory(out)
+    check_output_folder(out)
 
 
 def domain_records(name: str, data: Path | None) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from domainvlm.core.files import make_output_directory
+from domainvlm.core.files import check_output_folder
 from domainvlm.core.registry import get_domain, installed_domain_names
 
 HELP = "write a domain's offline sample dataset"
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plugin = get_domain(args.domain)
-    make_output_directory(args.out)
+    check_output_folder(args.out)
     out = plugin.write_sample(args.out, size=args.size, seed=args.seed)
     print(f"wrote {plugin.name} sample data ({args.size}) to {out}")
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from domainvlm.core.errors import FileError
-from domainvlm.core.files import make_output_directory
+from domainvlm.core.files import check_output_folder
 
 from tests.helpers import run_cli
 
@@ -16,10 +16,11 @@ def _blocked(tmp_path: Path) -> Path:
     return tmp_path / "a_file" / "out"
 
 
-def test_make_output_directory_names_the_folder(tmp_path: Path) -> None:
-    assert make_output_directory(tmp_path / "new" / "deep").is_dir()
+def test_check_output_folder_names_the_folder(tmp_path: Path) -> None:
+    assert check_output_folder(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    assert not (tmp_path / "new").exists()
     with pytest.raises(FileError, match="a_file/out: cannot create this output folder"):
-        make_output_directory(_blocked(tmp_path))
+        check_output_folder(_blocked(tmp_path))
 
 
 @pytest.mark.parametrize(
