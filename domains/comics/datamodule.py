@@ -3,8 +3,9 @@
 An item is a window of consecutive panels of one book in reading order (the context plus the
 panel after it), each panel cropped from its page through its box with the texts inside it; other
 panels of the same book as negatives for the self-supervised closure objective (no cloze labels:
-the true next panel against its own book's panels); and character crops with their
-identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
+the true next panel against its own book's panels, some of them chosen as the book's panels that
+show other characters than the true one, so the closure scorer must look at who is in a panel and
+not only at its place in the scene); and character crops with their identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
 character in view.
 """
 
@@ -66,7 +67,12 @@ class PanelSequenceDataset(Dataset):
         train: bool = True,
         seed: int = 0,
         near_negatives: float = 0.5,
+        cast_negatives: float = 0.0,
     ) -> None:
+        if near_negatives + cast_negatives > 1:
+            raise ValueError(
+                f"near_negatives {near_negatives} + cast_negatives {cast_negatives} exceed 1"
+            )
         self.books = [book for book in books if len(book.panels()) > context]
         self.panels = [book.panels() for book in self.books]
         self.windows = [
@@ -79,6 +85,7 @@ class PanelSequenceDataset(Dataset):
         self.train = train
         self.seed = seed
         self.near_negatives = near_negatives
+        self.cast_negatives = cast_negatives
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -101,7 +108,15 @@ class PanelSequenceDataset(Dataset):
             else rng.randrange(1, self.context + 1)
         )
         outside = [i for i in range(len(panels)) if not t - self.context <= i <= t]
-        if self.train and rng.random() < self.near_negatives:
+        draw = rng.random() if self.train else 1.0
+        cast = _cast(window[target][1])
+        other_cast = [i for i in outside if _cast(panels[i][1]) != cast]
+        if draw < self.cast_negatives and cast and len(other_cast) >= self.negatives:
+            # cast negatives: panels showing other characters; the nearest first (the
+            # neighbouring scenes, drawn alike) so the characters are what tells them apart
+            outside = sorted(other_cast, key=lambda i: min(abs(i - t), abs(i - t + self.context)))
+            outside = outside[: 2 * self.negatives]
+        elif draw < self.cast_negatives + self.near_negatives:
             # hard negatives: the panels just before and after the window (the neighbouring
             # scenes, or the same scene at other moments)
             outside = sorted(outside, key=lambda i: min(abs(i - t), abs(i - t + self.context)))
@@ -153,6 +168,11 @@ class PanelSequenceDataset(Dataset):
         return torch.stack(crops), torch.tensor(ids, dtype=torch.long)
 
 
+def _cast(panel: Panel) -> frozenset[str]:
+    """The characters a panel shows (annotated ids; empty when none are annotated)."""
+    return frozenset(person.character for person in panel.characters)
+
+
 class ComicsDataModule(BaseDataModule):
     domain = "comics"
     dataset_hint = "Manga109, CoMix or COMICS"
@@ -165,6 +185,7 @@ class ComicsDataModule(BaseDataModule):
         negatives: int = 2,
         character_crops: int = 2,
         near_negatives: float = 0.5,
+        cast_negatives: float = 0.0,
         directions: dict[str, Direction] | None = None,
         skip_bad_pages: bool = False,
         train_scale: tuple[float, float] = (0.8, 1.0),
@@ -179,6 +200,9 @@ class ComicsDataModule(BaseDataModule):
             character_crops: character crops per window for the identity loss.
             near_negatives: share of training windows whose negatives are the book's panels
                 nearest the window (hard negatives) rather than any of its panels.
+            cast_negatives: share of training windows whose negatives are the book's panels
+                nearest the window that show other characters than the true panel (from the
+                character annotations), so the scorer learns character continuity.
             directions: reading direction per book title (``ltr``/``rtl``), overriding the
                 format's default (Manga109 right to left, CoMix and COMICS left to right).
             skip_bad_pages: skip pages with bad annotations or missing images, with a counted
@@ -192,6 +216,7 @@ class ComicsDataModule(BaseDataModule):
         self.negatives = negatives
         self.character_crops = character_crops
         self.near_negatives = near_negatives
+        self.cast_negatives = cast_negatives
         self.directions = dict(directions or {})
         self.skip_bad_pages = skip_bad_pages
         self.train_scale = tuple(train_scale)
@@ -229,4 +254,5 @@ class ComicsDataModule(BaseDataModule):
             train=train,
             seed=self.seed,
             near_negatives=self.near_negatives,
+            cast_negatives=self.cast_negatives,
         )

@@ -71,3 +71,30 @@ def test_near_negatives_come_from_around_the_window(sample_root: Path) -> None:
     assert set(item["negative_texts"]) <= {panels[i][1].dialogue for i in nearest}
     window = {panel.dialogue for _, panel in panels[t - 3 : t + 1]}
     assert not set(item["negative_texts"]) & window
+
+
+def test_cast_negatives_show_other_characters(sample_root: Path) -> None:
+    data = ComicsDataModule(
+        root=str(sample_root), negatives=2, near_negatives=0.0, cast_negatives=1.0
+    )
+    dataset = data.dataset("train")
+    texts_to_cast = {
+        panel.dialogue: frozenset(c.character for c in panel.characters)
+        for panels in dataset.panels
+        for _, panel in panels
+    }
+    for index in range(8):
+        item = dataset[index]
+        target_cast = texts_to_cast[item["texts"][item["target"]]]
+        negative_casts = [texts_to_cast[text] for text in item["negative_texts"]]
+        assert target_cast and all(cast != target_cast for cast in negative_casts)
+    # without them, near negatives often share the scene and its characters
+    plain = ComicsDataModule(root=str(sample_root), negatives=2, near_negatives=1.0).dataset(
+        "train"
+    )
+    same_cast = 0
+    for index in range(8):
+        item = plain[index]
+        target_cast = texts_to_cast[item["texts"][item["target"]]]
+        same_cast += sum(texts_to_cast[text] == target_cast for text in item["negative_texts"])
+    assert same_cast > 0
