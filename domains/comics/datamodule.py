@@ -3,9 +3,9 @@
 An item is a window of consecutive panels of one book in reading order (the context plus the
 panel after it), each panel cropped from its page through its box with the texts inside it; other
 panels of the same book as negatives for the self-supervised closure objective (no cloze labels:
-the true next panel against its own book's panels, some of them chosen as the book's panels that
-show other characters than the true one, so the closure scorer must look at who is in a panel and
-not only at its place in the scene); and character crops with their identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
+the true next panel against its own book's panels, optionally those that show other characters
+than the true one, so only who is in a panel tells them apart); and character crops with their
+identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
 character in view.
 """
 
