@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 import torch.nn.functional as F
 from domainvlm.core.losses import clip_loss
 from domainvlm.domains.remote_sensing.knowledge import class_names
+from domainvlm.domains.remote_sensing.rasters import read_raster
 from domainvlm.domains.remote_sensing.sample import write_sample
 from domainvlm.domains.remote_sensing.system import RSMCLIP
 
@@ -40,8 +40,8 @@ def load_chips(root: Path) -> tuple[torch.Tensor, list[str], list[list[str]]]:
     manifest = json.loads((root / "dataset_rsmclip.json").read_text())
     images, labels, captions = [], [], []
     for entry in manifest["images"]:
-        with rasterio.open(root / "images" / entry["filename"]) as raster:
-            images.append(raster.read().astype(np.float32) / 10_000)
+        chip = read_raster(root / "images" / entry["filename"]).array  # HWC
+        images.append(chip.transpose(2, 0, 1).astype(np.float32) / 10_000)
         labels.append(entry["scene_class"])
         captions.append([sentence["raw"] for sentence in entry["sentences"]])
     pixels = torch.from_numpy(np.stack(images))
