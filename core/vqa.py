@@ -15,7 +15,8 @@ domain with only ``answer_questions`` answers without one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from domainvlm.core.errors import DomainVLMError
@@ -123,3 +124,31 @@ def ask_questions(
         }
         for ranking in ranked
     ]
+
+
+def rank_by_softmax(
+    logits_fn: Callable[[Any, list[str]], Any],
+    load_image: Callable[[Path], Any],
+    paths: Sequence[Path],
+    questions: Sequence[str],
+    classes: Sequence[str],
+    top_k: int,
+    batch_size: int = 16,
+) -> list[list[tuple[str, float]]]:
+    """Each question's ``top_k`` answers with their softmax probabilities over ``classes``.
+
+    ``logits_fn(images, questions)`` returns answer logits ``[B, len(classes)]``: the one step in
+    which a domain's ``rank_answers`` hook differs from another's.
+    """
+    import torch
+
+    ranked = []
+    with torch.no_grad():
+        for start in range(0, len(paths), batch_size):
+            batch = slice(start, start + batch_size)
+            images = torch.stack([load_image(path) for path in paths[batch]])
+            logits = logits_fn(images, list(questions[batch]))
+            top = logits.float().softmax(-1).topk(min(top_k, len(classes)), dim=-1)
+            for values, indices in zip(top.values.tolist(), top.indices.tolist()):
+                ranked.append([(classes[i], p) for i, p in zip(indices, values)])
+    return ranked

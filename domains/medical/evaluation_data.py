@@ -109,22 +109,19 @@ def rank_answers(
     """An ``M3AEVQASystem``'s ``top_k`` answers per question with their probabilities: a softmax
     over the head's answer vocabulary (the head is trained with per-answer BCE, so the sigmoid of
     one logit is not a distribution; the softmax ranks the same and sums to 1)."""
-    import torch
+    from domainvlm.core.vqa import rank_by_softmax
 
     _check_vqa_system(system)
-    load_image = system.image_loader(frame or 0)
     system.eval()
-    classes = system.hparams.classes
-    ranked = []
-    with torch.no_grad():
-        for start in range(0, len(paths), RANKING_BATCH):
-            batch = slice(start, start + RANKING_BATCH)
-            images = torch.stack([load_image(path) for path in paths[batch]])
-            logits = system(images.to(system.device), list(questions[batch]))
-            top = logits.float().softmax(-1).topk(min(top_k, len(classes)), dim=-1)
-            for values, indices in zip(top.values.tolist(), top.indices.tolist()):
-                ranked.append([(classes[i], p) for i, p in zip(indices, values)])
-    return ranked
+    return rank_by_softmax(
+        lambda images, batch: system(images.to(system.device), batch),
+        system.image_loader(frame or 0),
+        paths,
+        questions,
+        system.hparams.classes,
+        top_k,
+        RANKING_BATCH,
+    )
 
 
 def _check_vqa_system(system: Any) -> None:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from domainvlm.core.errors import CheckpointError, DomainVLMError
 from domainvlm.core.registry import VQAData
+from domainvlm.core.vqa import rank_by_softmax
 from domainvlm.domains.remote_sensing.rsvqa import RSVQADataset
 
 RSVQA_FOLDER = "rsvqa"
@@ -59,19 +59,16 @@ def rank_answers(
         )
     if frame:
         raise DomainVLMError(f"frame {frame} requested, but remote-sensing images have no frames")
-    load_image = raster_loader(system.preprocessing)
-    classes = system.hparams.classes
     system.eval()
-    ranked = []
-    with torch.no_grad():
-        for start in range(0, len(paths), BATCH):
-            batch = slice(start, start + BATCH)
-            images = torch.stack([load_image(path) for path in paths[batch]])
-            logits, _ = system(images.to(system.device), list(questions[batch]))
-            top = logits.float().softmax(-1).topk(min(top_k, len(classes)), dim=-1)
-            for values, indices in zip(top.values.tolist(), top.indices.tolist()):
-                ranked.append([(classes[i], p) for i, p in zip(indices, values)])
-    return ranked
+    return rank_by_softmax(
+        lambda images, batch: system(images.to(system.device), batch)[0],
+        raster_loader(system.preprocessing),
+        paths,
+        questions,
+        system.hparams.classes,
+        top_k,
+        BATCH,
+    )
 
 
 def answer_questions(
