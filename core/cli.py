@@ -1,7 +1,10 @@
 """The ``domainvlm`` console script.
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands (configs with ``class_path`` /
-``init_args``); every other command is a small argparse command in ``core/commands/``.
+``init_args``); every other command is a small argparse command in ``core/commands/``, or a
+domain's own (``DomainPlugin.commands``), nested under the domain's name: ``domainvlm <domain>
+<command>``. Nesting keeps domains from taking core's command names or each other's; a domain
+named like a core command is left out (the core command wins).
 """
 
 from __future__ import annotations
@@ -40,18 +43,23 @@ Resume:    domainvlm fit --config ... --ckpt_path last
 Inspect:   domainvlm fit --config ... --print_config
 Data:      domainvlm sample-data <domain> --out DIR
 Domains:   domainvlm domains
+Domain:    domainvlm <domain> <command> ...  a domain's own commands (listed below)
 
 Run `domainvlm <command> --help` for the options of each command.
 Errors in input, configs or files print as one paragraph (DOMAINVLM_DEBUG=1 adds the traceback);
 anything else is a bug in domainvlm and shows its traceback."""
 
 
-def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
-    """Every command with its one-line help; the options only of ``commands`` (default: all).
+def build_parser(
+    commands: Collection[str] | None = None, with_domains: bool = True
+) -> argparse.ArgumentParser:
+    """Every command with its one-line help; the options only of ``commands`` (default: all; a
+    domain's command is named ``"<domain> <command>"``).
 
     A command's ``add_arguments`` may import torch or load the domain plugins (``eval`` adds each
     domain's tasks), so ``main`` builds only the one being run: ``--help``, ``domains`` and
-    argument errors then answer in well under a second."""
+    argument errors then answer in well under a second. ``with_domains=False`` leaves the domains'
+    commands out (a core command is being run: no plugin needs loading)."""
     parser = argparse.ArgumentParser(
         prog="domainvlm", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -69,7 +77,35 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
         if commands is None or name in commands:
             module.add_arguments(command)
         command.set_defaults(run=module.run)
+    if with_domains:
+        add_domain_commands(sub, commands)
     return parser
+
+
+def add_domain_commands(sub: argparse._SubParsersAction, commands: Collection[str] | None) -> None:
+    """``domainvlm <domain> <command>`` for each installed domain that has commands; the options
+    only of those named in ``commands`` (``"<domain> <command>"``, default: all)."""
+    from domainvlm.core.registry import load_domains
+
+    for plugin in load_domains().values():
+        if not plugin.commands or plugin.name in sub.choices:
+            continue
+        domain = sub.add_parser(
+            plugin.name,
+            help=f"the {plugin.name} domain's commands: {', '.join(plugin.commands)}",
+            description=f"Commands of the {plugin.name} domain: {plugin.description}",
+        )
+        tasks = domain.add_subparsers(dest="domain_command", metavar="COMMAND", required=True)
+        for name, domain_command in plugin.commands.items():
+            parser = tasks.add_parser(
+                name,
+                help=domain_command.help,
+                description=domain_command.description or domain_command.help,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            if commands is None or f"{plugin.name} {name}" in commands:
+                domain_command.add_arguments(parser)
+            parser.set_defaults(run=domain_command.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,7 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_lightning(argv)
             return 0
-        parser = build_parser([argv[0]] if argv and argv[0] in COMMANDS else [])
+        if argv and argv[0] in COMMANDS:
+            parser = build_parser([argv[0]], with_domains=False)
+        else:
+            parser = build_parser([" ".join(argv[:2])])
         args = parser.parse_args(argv)
         if not getattr(args, "run", None):
             parser.print_help()

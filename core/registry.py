@@ -105,6 +105,23 @@ class DomainEvaluation:
 
 
 @dataclass(frozen=True)
+class DomainCommand:
+    """A domain's own command, run as ``domainvlm <domain> <name>`` (comics: ``domainvlm comics
+    predict``), for work no core command covers.
+
+    Nested under the domain's name, so a domain never takes a core command name (``predict`` is
+    LightningCLI's) nor another domain's. ``add_arguments(parser)`` is called only when this
+    command is run or asked for ``--help``, so its module may import what the options need, but
+    nothing heavy (torch) at module level; ``run(args)`` returns the exit status."""
+
+    help: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], int]
+    description: str = ""
+    """Shown by ``domainvlm <domain> <name> --help`` above the options (default: ``help``)."""
+
+
+@dataclass(frozen=True)
 class DomainPlugin:
     """What a domain tells core about itself (its manifest plus the hooks core calls).
 
@@ -153,6 +170,8 @@ class DomainPlugin:
     languages: tuple[str, ...] = ("en",)
     evaluations: dict[str, DomainEvaluation] = field(default_factory=dict)
     """Name → extra ``domainvlm eval`` task of this domain."""
+    commands: dict[str, DomainCommand] = field(default_factory=dict)
+    """Name → the domain's own command, ``domainvlm <domain> <name>``."""
 
     def configs(self) -> list[Path]:
         return sorted(self.configs_dir.glob("*.yaml")) if self.configs_dir.is_dir() else []

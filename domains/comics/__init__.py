@@ -3,7 +3,7 @@ ComicsPAP; a panel↔text dual encoder with character identity and a closure seq
 
 from pathlib import Path
 
-from domainvlm.core.registry import DomainEvaluation, DomainPlugin, lazy
+from domainvlm.core.registry import DomainCommand, DomainEvaluation, DomainPlugin, lazy
 
 COMICS = "domainvlm.domains.comics"
 CLOSURE = DomainEvaluation(
@@ -11,6 +11,13 @@ CLOSURE = DomainEvaluation(
     add_arguments=lazy(f"{COMICS}.closure:add_arguments"),
     run=lazy(f"{COMICS}.closure:run"),
     format_table=lazy(f"{COMICS}.closure:format_table"),
+)
+PREDICT = DomainCommand(
+    help="detect, ground and transcribe a folder of pages: Magi-like JSON, COCO, pictures",
+    add_arguments=lazy(f"{COMICS}.predict:add_arguments"),
+    run=lazy(f"{COMICS}.predict:run"),
+    description="Panels, texts, characters, speakers, character clusters across each book, "
+    "reading order and transcripts for a folder of pages (or a dataset root). See docs/comics.md.",
 )
 
 PLUGIN = DomainPlugin(
@@ -30,4 +37,5 @@ PLUGIN = DomainPlugin(
     retrieval_data=lazy(f"{COMICS}.evaluation_data:retrieval_data"),
     templates=lazy(f"{COMICS}.templates:templates"),
     evaluations={"closure": CLOSURE},
+    commands={"predict": PREDICT},
 )

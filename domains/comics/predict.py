@@ -1,0 +1,469 @@
+"""``domainvlm comics predict``: LoCU layer 2 on a folder of pages, the outputs comics users get
+from Magi, written per page and for the whole set.
+
+    domainvlm comics predict --pages DIR_OR_DATA_ROOT --out OUT [--detector C] [--grounding C]
+        [--checkpoint CLIP_C] [--bank DIR] [--direction ltr|rtl] [--split test]
+
+``--pages`` is a folder of page images (``*.jpg``, ``*.png``, ...; each subfolder of pages is one
+more book), or a comics dataset root (Manga109, CoMix, or the sample) whose annotations then
+supply what no model is given for. Each part is predicted when its model is given, else read
+from the annotations, else left to a rule; every page's JSON says which (``sources``):
+
+- boxes (panels, texts, characters, faces, balloons): ``--detector``, else the annotations (a
+  plain folder of pages then needs ``--detector``);
+- speakers: ``--grounding``'s speaker scorer, else the annotated links, else the rule baseline;
+- reading order: ``--grounding``'s order scorer, else the rule (rows, then ``--direction``);
+- character clusters, across all pages of a book (a chapter), not per page: ``--checkpoint``'s
+  image embeddings of the character crops, else the annotated identities; names come from
+  ``--bank`` (example crops per name, "other" when nothing fits) or the annotations;
+- text: the annotation's transcription (a detected text box takes the text of the annotated box
+  it overlaps by IoU >= 0.5); no OCR engine is used, so other texts read ``[text N]`` (N: the
+  text's index on the page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from domainvlm.core.errors import CheckpointError, DataRootError, DomainVLMError, FileError
+from domainvlm.core.files import check_output_folder
+from domainvlm.core.images import read_image, to_rgb_image
+from domainvlm.domains.comics.books import dataset_roots, load_books
+from domainvlm.domains.comics.pages import (
+    Box,
+    Direction,
+    Page,
+    _overlap,
+    crop_address,
+    reading_order,
+)
+
+HELP = "detect, ground and transcribe a folder of comic pages (Magi-like JSON, COCO, pictures)"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+CLASSES = ("panel", "character", "face", "text", "balloon")
+TEXT_IOU = 0.5
+"""A detected text takes the annotated transcription of the box it overlaps at least this much."""
+
+
+class PredictInputError(FileError):
+    """A pages folder, model file or bank that ``comics predict`` cannot use."""
+
+
+@dataclass
+class PageSource:
+    """One page to predict: its image, the book (chapter) it belongs to, and its annotation."""
+
+    image: Path
+    book: str
+    name: str
+    direction: Direction
+    annotation: Page | None = None
+    names: dict[str, str] = field(default_factory=dict)
+    """The book's annotated character id → name."""
+
+
+@dataclass
+class PagePrediction:
+    source: PageSource
+    width: int
+    height: int
+    boxes: dict[str, list[Box]]
+    scores: dict[str, list[float]]
+    texts: list[str]
+    associations: list[tuple[int, int]]
+    panel_order: list[int]
+    text_order: list[int]
+    sources: dict[str, str]
+    identities: list[str] = field(default_factory=list)
+    """Annotated character id of each character (annotation boxes only)."""
+    embeddings: Any = None
+    """``[characters, D]`` image embeddings of the character crops (with ``--checkpoint``)."""
+    cluster_labels: list[int] | None = None
+    character_names: list[str] | None = None
+
+
+@dataclass
+class Models:
+    """What the options load; ``None`` where the option was not given."""
+
+    detector: Any = None
+    speaker_scorer: Any = None
+    order_scorer: Any = None
+    encoder: Any = None
+    bank: tuple[Any, list[str]] | None = None
+    association_threshold: float = 0.4
+    cluster_threshold: float | None = None
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+def _natural(path: Path) -> list:
+    """page2 before page10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _images(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=_natural)
+
+
+def find_pages(
+    pages: Path, direction: Direction | None = None, split: str | None = None
+) -> list[PageSource]:
+    """The pages under ``pages``: a dataset root's annotated pages (one ``split`` of books, or
+    all), else the images in the folder and in each of its subfolders (one book each)."""
+    if not pages.is_dir():
+        raise DataRootError(f"{str(pages)!r}: the pages folder does not exist or is no folder")
+    if dataset_roots(pages).keys() & {"manga109", "comix"}:
+        sources = [
+            PageSource(
+                page.image,
+                book.title,
+                page.image.stem,
+                direction or book.direction,
+                page,
+                book.characters,
+            )
+            for book in load_books(pages, split)
+            for page in book.pages
+        ]
+    else:
+        folders = [pages, *sorted((p for p in pages.iterdir() if p.is_dir()), key=_natural)]
+        sources = [
+            PageSource(image, folder.name, image.stem, direction or "ltr")
+            for folder in folders
+            for image in _images(folder)
+        ]
+    if not sources:
+        what = f" in split {split!r}" if split else ""
+        raise DataRootError(
+            f"{str(pages)!r} holds no pages{what}: expected page images "
+            f"({', '.join(IMAGE_SUFFIXES)}) in it or in its subfolders, or a Manga109 / CoMix "
+            "dataset root"
+        )
+    return sources
+
+
+def read_page(source: PageSource) -> np.ndarray:
+    """The page as ``[H, W, 3]`` uint8, read through the capped, format-checked image reader."""
+    return np.asarray(to_rgb_image(read_image(source.image), source.image))
+
+
+# -- boxes ---------------------------------------------------------------------------------------
+
+
+def annotated_boxes(source: PageSource) -> tuple[dict[str, list[Box]], list[str], list[tuple]]:
+    """Boxes per class, character identities and speaker links (text, character) of the page's
+    annotation. Readers keep what lies inside panels, and read CoMix balloons as texts."""
+    page = source.annotation
+    assert page is not None
+    boxes: dict[str, list[Box]] = {name: [] for name in CLASSES}
+    identities, speakers, text_panel, body_panel = [], [], [], []
+    for number, panel in enumerate(page.panels):
+        boxes["panel"].append(panel.box)
+        for text in panel.texts:
+            boxes["text"].append(text.box)
+            speakers.append(text.speaker)
+            text_panel.append(number)
+        for person in panel.characters:
+            if person.part == "face":
+                boxes["face"].append(person.box)
+                continue
+            boxes["character"].append(person.box)
+            identities.append(person.character)
+            body_panel.append(number)
+    links = []
+    for t, speaker in enumerate(speakers):
+        candidates = [c for c, who in enumerate(identities) if who == speaker]
+        if speaker is not None and candidates:
+            same_panel = [c for c in candidates if body_panel[c] == text_panel[t]]
+            links.append((t, (same_panel or candidates)[0]))
+    return boxes, identities, links
+
+
+def _iou(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def text_contents(boxes: list[Box], page: Page | None) -> tuple[list[str], str]:
+    """Each text box's words: the annotated transcription it overlaps, else ``[text N]``."""
+    annotated = [t for panel in page.panels for t in panel.texts] if page is not None else []
+    contents = []
+    for number, box in enumerate(boxes):
+        best = max(annotated, key=lambda t: _iou(box, t.box), default=None)
+        if best is not None and best.text and _iou(box, best.box) >= TEXT_IOU:
+            contents.append(best.text)
+        else:
+            contents.append(f"[text {number}]")
+    return contents, "annotation" if annotated else "none (no OCR engine; [text N] placeholders)"
+
+
+# -- order ---------------------------------------------------------------------------------------
+
+
+def order_boxes(boxes: list[Box], direction: Direction, scorer: Any = None) -> list[int]:
+    """The learned order with a scorer (``--grounding``), else the rule."""
+    if scorer is None or len(boxes) < 2:
+        return reading_order(boxes, direction)
+    from domainvlm.domains.comics.order import order_boxes as learned_order
+
+    return [int(i) for i in learned_order(boxes, direction, scorer=scorer)]
+
+
+def text_reading_order(
+    texts: list[Box], panels: list[Box], panel_order: list[int], direction: Direction, scorer: Any
+) -> list[int]:
+    """Texts panel by panel in the panels' reading order, each panel's texts in their own order;
+    texts outside every panel (gutter captions) come last."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for t, box in enumerate(texts):
+        overlaps = [_overlap(box, panel) for panel in panels]
+        best = int(np.argmax(overlaps)) if overlaps and max(overlaps) > 0 else -1
+        groups[best].append(t)
+    order = []
+    for p in [*panel_order, -1]:
+        members = groups.get(p, [])
+        order += [members[i] for i in order_boxes([texts[m] for m in members], direction, scorer)]
+    return order
+
+
+# -- one page ------------------------------------------------------------------------------------
+
+
+def predict_page(source: PageSource, models: Models) -> PagePrediction:
+    """Boxes, speakers, order and text of one page (clusters come later, per book)."""
+    image = read_page(source)
+    height, width = image.shape[:2]
+    sources: dict[str, str] = {}
+    identities: list[str] = []
+    links: list[tuple] = []
+    if models.detector is not None:
+        boxes: dict[str, list[Box]] = {name: [] for name in CLASSES}
+        scores: dict[str, list[float]] = {name: [] for name in CLASSES}
+        for detection in models.detector.detect(image):
+            if detection.label in boxes:
+                boxes[detection.label].append(tuple(float(v) for v in detection.box))
+                scores[detection.label].append(float(detection.score))
+        sources["boxes"] = "detector"
+    elif source.annotation is not None:
+        boxes, identities, links = annotated_boxes(source)
+        scores = {name: [1.0] * len(found) for name, found in boxes.items()}
+        sources["boxes"] = "annotation"
+    else:
+        raise PredictInputError(
+            source.image, "this page has no annotation: give --detector to find its boxes"
+        )
+    if models.speaker_scorer is None and sources["boxes"] == "annotation" and links:
+        sources["speakers"] = "annotation"
+    else:
+        from domainvlm.domains.comics.speakers import associate_speakers
+
+        links = associate_speakers(
+            boxes["text"],
+            boxes["character"],
+            image=image,
+            scorer=models.speaker_scorer,
+            threshold=models.association_threshold,
+        )
+        sources["speakers"] = "grounding" if models.speaker_scorer is not None else "rule"
+    panel_order = order_boxes(boxes["panel"], source.direction, models.order_scorer)
+    text_order = text_reading_order(
+        boxes["text"], boxes["panel"], panel_order, source.direction, models.order_scorer
+    )
+    sources["order"] = "grounding" if models.order_scorer is not None else "rule"
+    texts, sources["text"] = text_contents(boxes["text"], source.annotation)
+    prediction = PagePrediction(
+        source, width, height, boxes, scores, texts, [tuple(link) for link in links],
+        panel_order, text_order, sources, identities,
+    )  # fmt: skip
+    if models.encoder is not None and boxes["character"]:
+        from domainvlm.core.retrieval import embed_images
+
+        crops = [crop_address(source.image, box) for box in boxes["character"]]
+        prediction.embeddings = embed_images(models.encoder, crops)
+    return prediction
+
+
+# -- characters across a book --------------------------------------------------------------------
+
+
+def cluster_books(predictions: list[PagePrediction], models: Models) -> None:
+    """Character cluster labels and names, across all pages of each book (chapter), so the same
+    character keeps its label from page to page."""
+    books: dict[str, list[PagePrediction]] = defaultdict(list)
+    for prediction in predictions:
+        books[prediction.source.book].append(prediction)
+    for pages in books.values():
+        if models.encoder is not None:
+            _cluster_embeddings(pages, models)
+        elif all(p.sources["boxes"] == "annotation" for p in pages):
+            _cluster_identities(pages)
+        else:
+            for page in pages:
+                page.sources["clusters"] = "none (give --checkpoint to cluster characters)"
+
+
+def _cluster_identities(pages: list[PagePrediction]) -> None:
+    labels: dict[str, int] = {}
+    for page in pages:
+        page.cluster_labels = [labels.setdefault(who, len(labels)) for who in page.identities]
+        page.character_names = [page.source.names.get(who) or who for who in page.identities]
+        page.sources["clusters"] = page.sources["names"] = "annotation"
+
+
+def _cluster_embeddings(pages: list[PagePrediction], models: Models) -> None:
+    import torch
+    from domainvlm.domains.comics.characters import cluster_characters, name_clusters
+
+    counts = [len(page.boxes["character"]) for page in pages]
+    with_characters = [page.embeddings for page in pages if page.embeddings is not None]
+    labels: list[int] = []
+    names: list[str] | None = None
+    if with_characters:
+        embeddings = torch.cat(with_characters)
+        threshold = (
+            {} if models.cluster_threshold is None else {"threshold": models.cluster_threshold}
+        )
+        labels = [int(v) for v in cluster_characters(embeddings, **threshold)]
+        if models.bank is not None:
+            bank_embeddings, bank_names = models.bank
+            names = list(name_clusters(embeddings, labels, bank_embeddings, bank_names))
+    start = 0
+    for page, count in zip(pages, counts):
+        page.cluster_labels = labels[start : start + count]
+        page.character_names = names[start : start + count] if names is not None else None
+        page.sources["clusters"] = "checkpoint"
+        page.sources["names"] = "bank" if models.bank is not None else "none (give --bank)"
+        start += count
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pages",
+        type=Path,
+        required=True,
+        help="folder of page images (each subfolder of pages one more book), or a Manga109 / "
+        "CoMix dataset root (its annotations fill in what no model is given for)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--detector", type=Path, help="detector checkpoint (boxes)")
+    parser.add_argument(
+        "--grounding", type=Path, help="grounding checkpoint (speaker and reading-order scorers)"
+    )
+    parser.add_argument(
+        "--checkpoint", help="comics CLIP checkpoint: character crops embedded for clustering"
+    )
+    parser.add_argument(
+        "--bank",
+        type=Path,
+        help="character bank: a folder per name holding example crops (needs --checkpoint)",
+    )
+    parser.add_argument(
+        "--direction",
+        choices=("ltr", "rtl"),
+        help="reading direction (default: the book's own; ltr for plain folders)",
+    )
+    parser.add_argument("--split", help="of a dataset root, only this split's books (e.g. test)")
+    parser.add_argument(
+        "--association-threshold",
+        type=float,
+        default=0.4,
+        help="least speaker score for a text-character link (Magi's 0.4)",
+    )
+    parser.add_argument(
+        "--cluster-threshold", type=float, help="similarity above which characters are one"
+    )
+    parser.add_argument("--device", default="cpu", help="where --checkpoint runs (cpu, cuda)")
+
+
+def _load_detector(path: Path) -> Any:
+    from domainvlm.domains.comics.detection import PageDetector
+
+    return PageDetector.from_checkpoint(path)
+
+
+def _load_grounding(path: Path) -> Any:
+    from domainvlm.domains.comics.order import load_grounding
+
+    return load_grounding(path)
+
+
+def _checkpoint(path: Path, option: str, load: Any) -> Any:
+    """``load(path)``, any failure reported as the named file not being that checkpoint."""
+    if not path.is_file():
+        raise PredictInputError(path, f"{option}: no such checkpoint file")
+    try:
+        return load(path)
+    except DomainVLMError:
+        raise
+    except Exception as exc:  # torch.load and the state dicts fail in many types
+        raise CheckpointError(f"{path}: not a usable {option} checkpoint: {exc}") from exc
+
+
+def load_models(args: argparse.Namespace) -> Models:
+    models = Models(
+        association_threshold=args.association_threshold,
+        cluster_threshold=args.cluster_threshold,
+    )
+    if args.bank is not None and args.checkpoint is None:
+        raise PredictInputError(args.bank, "--bank names clusters of --checkpoint's embeddings")
+    if args.detector is not None:
+        models.detector = _checkpoint(args.detector, "--detector", _load_detector)
+    if args.grounding is not None:
+        scorers = _checkpoint(args.grounding, "--grounding", _load_grounding)
+        models.speaker_scorer, models.order_scorer = scorers
+    if args.checkpoint is not None:
+        from domainvlm.core.encoder_loader import load_encoder
+
+        models.encoder = load_encoder(args.checkpoint, args.device)
+        if not models.encoder.name.startswith("comics:"):
+            raise CheckpointError(
+                f"{args.checkpoint}: --checkpoint must be a comics checkpoint (its encoder reads "
+                f"character crops of pages), not {models.encoder.name!r}"
+            )
+    if args.bank is not None:
+        from domainvlm.domains.comics.characters import load_bank
+
+        models.bank = load_bank(args.bank, models.encoder)
+    return models
+
+
+def predict_folder(
+    sources: list[PageSource], models: Models, progress: bool = True
+) -> list[PagePrediction]:
+    """Every page predicted, then its characters clustered across its book."""
+    from tqdm import tqdm
+
+    predictions = [
+        predict_page(source, models)
+        for source in tqdm(sources, desc="pages", unit="page", disable=not progress)
+    ]
+    cluster_books(predictions, models)
+    return predictions
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from domainvlm.domains.comics.predict_outputs import write_outputs
+
+    out = check_output_folder(args.out)
+    sources = find_pages(args.pages, args.direction, args.split)
+    predictions = predict_folder(sources, load_models(args))
+    summary = write_outputs(predictions, out, args.pages)
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
