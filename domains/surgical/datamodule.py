@@ -21,8 +21,10 @@ from domainvlm.core.transforms import VideoClipTransform
 from domainvlm.domains.surgical.procedure import (
     KeystepDataset,
     ProcedureDataset,
+    VideoLevelDataset,
     keysteps_with_children,
     read_procedure,
+    read_video_summary,
 )
 from domainvlm.domains.surgical.transcripts import (
     TRANSCRIPT_DIRS,
@@ -200,6 +202,9 @@ class SurgicalVideoDataModule(BaseDataModule):
         phase_frames: int = 0,
         phase_children: int = 3,
         phase_batch_size: int = 16,
+        video_frames: int = 0,
+        video_children: int = 8,
+        video_batch_size: int = 4,
         **kwargs: Any,
     ) -> None:
         """
@@ -226,6 +231,11 @@ class SurgicalVideoDataModule(BaseDataModule):
                 batches gain a ``"phase"`` entry).
             phase_children: narration sentences per keystep (HecVL: 3; padded with the keystep).
             phase_batch_size: keysteps per phase batch.
+            video_frames: frames per whole video for HecVL's video level (0 = off; on, training
+                batches gain a ``"video"`` entry: the abstract against these frames, HecVL: 64).
+            video_children: keysteps per video as the abstract's children (HecVL: 8, uniform
+                stride, repeated when a video has fewer).
+            video_batch_size: videos per video-level batch.
         """
         super().__init__(root=root, **kwargs)
         self.image_size = image_size
@@ -244,6 +254,9 @@ class SurgicalVideoDataModule(BaseDataModule):
         self.phase_frames = phase_frames
         self.phase_children = phase_children
         self.phase_batch_size = phase_batch_size
+        self.video_frames = video_frames
+        self.video_children = video_children
+        self.video_batch_size = video_batch_size
 
     def preprocessing(self) -> dict:
         return {
@@ -283,7 +296,7 @@ class SurgicalVideoDataModule(BaseDataModule):
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         clips = self.loader("train", shuffle=True)
-        if self.procedure_frames <= 0 and self.phase_frames <= 0:
+        if self.procedure_frames <= 0 and self.phase_frames <= 0 and self.video_frames <= 0:
             return clips
         train = self.dataset("train")
         transform = VideoClipTransform(
@@ -317,6 +330,17 @@ class SurgicalVideoDataModule(BaseDataModule):
             ]
             dataset = KeystepDataset(steps, transform, self.phase_frames, self.frame_cache)
             loaders["phase"] = self._extra_loader(dataset, self.phase_batch_size)
+        if self.video_frames > 0:
+            summaries = [
+                s
+                for video in train.videos
+                if (s := read_video_summary(self.root, video.id, video.path, video.duration))
+                is not None
+            ]
+            dataset = VideoLevelDataset(
+                summaries, transform, self.video_frames, self.video_children, self.frame_cache
+            )
+            loaders["video"] = self._extra_loader(dataset, self.video_batch_size)
         # Lightning cycles the shorter loaders, so every clip batch comes with the others
         return loaders
 

@@ -1,10 +1,16 @@
 """Video- and phase-level items: PeskaVLP's procedure alignment (frames over a whole video and its
-keysteps in order) and HecVL's phase level (frames over one keystep, its text and its narration).
+keysteps in order), HecVL's phase level (frames over one keystep, its text and its narration) and
+HecVL's video level (frames over a whole video, its abstract and its keysteps).
 
-Each item holds ``num_frames`` frames spread uniformly over the video (PeskaVLP: 64) and at most
-``max_steps`` keystep texts (``keystep_texts/<id>.csv``, ordered by start) taken at a uniform stride
-(PeskaVLP: 8). Steps are not padded: soft-DTW aligns sequences of any length, and a repeated step
-would reward a wrong order. Videos without a keystep file are left out.
+A procedure item holds ``num_frames`` frames spread uniformly over the video (PeskaVLP: 64) and at
+most ``max_steps`` keystep texts (``keystep_texts/<id>.csv``, ordered by start) taken at a uniform
+stride (PeskaVLP: 8). Steps are not padded: soft-DTW aligns sequences of any length, and a repeated
+step would reward a wrong order. Videos without a keystep file are left out.
+
+A video-level item holds the same uniform frames (HecVL: 64), the abstract
+(``abstract_texts/<id>.csv``) as parent and exactly ``children`` keysteps (HecVL: 8) as children:
+taken at a uniform stride, which repeats steps when a video has fewer (the children are averaged,
+so a repeat only re-weights them). Videos without an abstract or keysteps are left out.
 """
 
 from __future__ import annotations
@@ -15,7 +21,12 @@ from typing import Any
 
 import numpy as np
 from domainvlm.core.transforms import VideoClipTransform
-from domainvlm.domains.surgical.transcripts import KEYSTEP_DIR, read_keysteps
+from domainvlm.domains.surgical.transcripts import (
+    ABSTRACT_DIR,
+    KEYSTEP_DIR,
+    read_abstract,
+    read_keysteps,
+)
 from domainvlm.domains.surgical.video import FrameSource, SurgicalDataError
 from torch.utils.data import Dataset
 
@@ -26,6 +37,17 @@ class Procedure:
     path: Path
     duration: float
     steps: list[str]
+
+
+def uniform_stride(items: list[str], count: int) -> list[str]:
+    """``count`` items at a uniform stride over ``items``, first and last kept, order kept; fewer
+    items than ``count`` repeat (``[a, b]`` → 4: ``a a b b``)."""
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+def whole_video_times(duration: float, num_frames: int) -> list[float]:
+    """``num_frames`` times at the centres of equal slices of the video."""
+    return ((np.arange(num_frames) + 0.5) * duration / num_frames).tolist()
 
 
 def read_procedure(root: Path, video_id: str, path: Path, duration: float) -> Procedure | None:
@@ -60,14 +82,12 @@ class ProcedureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         procedure = self.procedures[index]
-        times = (np.arange(self.num_frames) + 0.5) * procedure.duration / self.num_frames
+        times = whole_video_times(procedure.duration, self.num_frames)
         steps = procedure.steps
         if len(steps) > self.max_steps:
-            steps = [
-                steps[i] for i in np.linspace(0, len(steps) - 1, self.max_steps).round().astype(int)
-            ]
+            steps = uniform_stride(steps, self.max_steps)
         return {
-            "frames": self.transform(self.sources[index].frames(times.tolist())),
+            "frames": self.transform(self.sources[index].frames(times)),
             "steps": steps,
             "video": procedure.id,
         }
@@ -94,9 +114,7 @@ def keysteps_with_children(
     for row in read_keysteps(keystep_file, duration):
         inside = [s.text for s in narration if s.end > row.start and s.start < row.end]
         if len(inside) > children:
-            inside = [
-                inside[i] for i in np.linspace(0, len(inside) - 1, children).round().astype(int)
-            ]
+            inside = uniform_stride(inside, children)
         steps.append(
             Keystep(
                 path,
@@ -140,4 +158,58 @@ class KeystepDataset(Dataset):
             "frames": self.transform(source.frames(times.tolist())),
             "parent": step.text,
             "children": step.children,
+        }
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    id: str
+    path: Path
+    duration: float
+    abstract: str
+    steps: list[str]
+
+
+def read_video_summary(
+    root: Path, video_id: str, path: Path, duration: float
+) -> VideoSummary | None:
+    """HecVL's video level: the abstract and the keysteps in start order, or None without both."""
+    abstract_file = root / ABSTRACT_DIR / f"{video_id}.csv"
+    procedure = read_procedure(root, video_id, path, duration)
+    if procedure is None or not procedure.steps or not abstract_file.is_file():
+        return None
+    return VideoSummary(video_id, path, duration, read_abstract(abstract_file), procedure.steps)
+
+
+class VideoLevelDataset(Dataset):
+    """``{"frames" [T, C, H, W] over the whole video, "parent" (abstract), "children" [K]}``."""
+
+    def __init__(
+        self,
+        summaries: list[VideoSummary],
+        transform: VideoClipTransform,
+        num_frames: int = 64,
+        children: int = 8,
+        frame_cache: Path | None = None,
+    ) -> None:
+        if not summaries:
+            raise SurgicalDataError(
+                Path(ABSTRACT_DIR), "no training video has both an abstract and a keystep file"
+            )
+        self.summaries = summaries
+        self.transform = transform
+        self.num_frames = num_frames
+        self.children = children
+        self.sources = [FrameSource(s.path, s.duration, frame_cache) for s in summaries]
+
+    def __len__(self) -> int:
+        return len(self.summaries)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        summary = self.summaries[index]
+        times = whole_video_times(summary.duration, self.num_frames)
+        return {
+            "frames": self.transform(self.sources[index].frames(times)),
+            "parent": summary.abstract,
+            "children": uniform_stride(summary.steps, self.children),
         }

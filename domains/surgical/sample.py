@@ -95,6 +95,16 @@ KEYSTEPS = (
     "clean the field with suction and irrigation and coagulate bleeding",
     "retract the specimen bag through the trocar",
 )
+PHASE_NAMES = (
+    "preparation",
+    "calot triangle dissection",
+    "clip and cut",
+    "dissection",
+    "packaging",
+    "clean and coagulation",
+    "retraction",
+)
+"""The phases as the published prompts name them."""
 CT50_INSTRUMENTS = ("grasper", "bipolar", "hook", "scissors", "clipper", "irrigator")
 CT50_VERBS = (
     "grasp", "retract", "dissect", "coagulate", "clip", "cut", "aspirate", "irrigate", "pack",
@@ -283,6 +293,17 @@ def _sentences(
     return rows
 
 
+def _abstract(proc: Procedure) -> str:
+    """The video's abstract names its longest and shortest phases (what sets one video apart from
+    another: every video runs the same steps), so a video-level contrast has something to see."""
+    lengths = np.diff(proc.bounds)
+    longest, shortest = PHASE_NAMES[int(lengths.argmax())], PHASE_NAMES[int(lengths.argmin())]
+    return (
+        f"laparoscopic cholecystectomy with a long {longest} phase and a short {shortest} phase: "
+        + ", then ".join(KEYSTEPS)
+    )
+
+
 def _csv_text(header: list[str], rows: list) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -375,8 +396,9 @@ def write_sample(out_dir: str | Path, size: str = "small", seed: int = 0) -> Pat
             out / "keystep_texts" / f"{video_id}.csv",
             _csv_text(["start", "end", "step", "text"], keysteps),
         )
-        abstract = "laparoscopic cholecystectomy: " + ", then ".join(KEYSTEPS)
-        _write_text(out / "abstract_texts" / f"{video_id}.csv", _csv_text(["text"], [[abstract]]))
+        _write_text(
+            out / "abstract_texts" / f"{video_id}.csv", _csv_text(["text"], [[_abstract(proc)]])
+        )
         if video_id in splits["test"]:
             _write_cholect50(out / "cholect50", video_id, proc, frames)
     for name, members in (

@@ -5,8 +5,10 @@ anchor sentence, optionally NT-Xent (α weights clip→text) and MIL-NCE between
 of second-transcript sentences; with two or more augmented views, SimCLR (NT-Xent) between the first
 two. With ``procedure_weight`` (PeskaVLP) and procedure batches from the DataModule, soft-DTW aligns
 the frames of whole videos with their keysteps in order, the reversed order as hard negative
-(``domainvlm.core.soft_dtw``). Every term has a weight in the config; a weight of 0 skips its
-computation. Temperature is fixed (paper: 0.1). Losses come from core.
+(``domainvlm.core.soft_dtw``). HecVL's phase level (keystep spans against keystep texts and their
+narration) and video level (whole videos against abstracts and their keysteps) use one
+hierarchical loss, each level on its own epoch schedule. Every term has a weight in the config; a
+weight of 0 skips its computation. Temperature is fixed (paper: 0.1). Losses come from core.
 
 Inference: a path ``video.mp4#t=S`` is one frame (zero-shot phase recognition classifies frames one
 by one); ``video.mp4#t=A,B`` (W3C media-fragment range) is a clip of ``num_frames`` frames spread
@@ -65,6 +67,9 @@ class SurgVLP(BaseSystem):
         dtw_margin: float = 0.0,
         phase_weight: float = 0.0,
         phase_every: int = 3,
+        video_weight: float = 0.0,
+        video_every: int = 5,
+        level_context_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -93,10 +98,20 @@ class SurgVLP(BaseSystem):
             phase_weight: HecVL's phase level (needs ``data.phase_frames``): clips over keystep
                 spans against the keystep text and the mean of its narration sentences.
             phase_every: compute it every this many epochs (HecVL: 3).
+            video_weight: HecVL's video level (needs ``data.video_frames``): frames over whole
+                videos against the abstract and the mean of its keysteps.
+            video_every: compute it every this many epochs (HecVL: 5).
+            level_context_length: text tokens of the phase and video levels' parents and children
+                (HecVL: 200); none = ``context_length``.
         """
         super().__init__(**kwargs)
         self.model = SurgicalDualEncoder(model_name, pretrained, hf_text_dir, pooling)  # type: ignore[arg-type]
         self.tokenizer = build_tokenizer(tokenizer, context_length)
+        self.level_tokenizer = (
+            build_tokenizer(tokenizer, level_context_length)
+            if level_context_length and level_context_length != context_length
+            else self.tokenizer
+        )
         self.weights = {
             "infonce": infonce_weight,
             "nt_xent": nt_xent_weight,
@@ -104,6 +119,7 @@ class SurgVLP(BaseSystem):
             "simclr": simclr_weight,
             "procedure": procedure_weight,
             "phase": phase_weight,
+            "video": video_weight,
         }
 
     def encode_text(self, texts: list[str]) -> Tensor:
@@ -120,7 +136,7 @@ class SurgVLP(BaseSystem):
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         hp = self.hparams
         procedure = batch.get("procedure") if "clips" in batch else None
-        phase = batch.get("phase") if "clips" in batch else None
+        levels = {name: batch.get(name) for name in ("phase", "video")} if "clips" in batch else {}
         batch = batch.get("clips", batch)
         views = batch["frames"] if isinstance(batch["frames"], list) else [batch["frames"]]
         text = F.normalize(self.encode_text(batch["text"]), dim=-1)
@@ -151,8 +167,10 @@ class SurgVLP(BaseSystem):
             and self.every(hp.procedure_every)
         ):
             losses["procedure"] = self.procedure_loss(procedure)
-        if phase is not None and self.weights["phase"] > 0 and self.every(hp.phase_every):
-            losses["phase"] = self.phase_loss(phase)
+        for name, every in (("phase", hp.phase_every), ("video", hp.video_every)):
+            level = levels.get(name)
+            if level is not None and self.weights[name] > 0 and self.every(every):
+                losses[name] = self.hierarchical_loss(level)
         losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         return losses
 
@@ -160,16 +178,22 @@ class SurgVLP(BaseSystem):
         """True on the epochs a term with this period runs (always outside a Trainer)."""
         return self._trainer is None or self.current_epoch % epochs == 0
 
-    def phase_loss(self, batch: dict) -> Tensor:
-        """HecVL: [InfoNCE(v, parent) + NT-Xent(v, parent) + InfoNCE(v, children) +
-        InfoNCE(parent, children)] / 4, children = the mean of the narration embeddings."""
+    def encode_level_text(self, texts: list[str]) -> Tensor:
+        return self.model.encode_text(self.level_tokenizer(list(texts)).to(self.device))
+
+    def hierarchical_loss(self, batch: dict) -> Tensor:
+        """HecVL, at the phase level (parent = keystep, children = its narration) and the video
+        level (parent = abstract, children = keysteps): [InfoNCE(v, parent) + NT-Xent(v, parent) +
+        InfoNCE(v, children) + InfoNCE(parent, children)] / 4, children = the normalised mean of
+        their normalised embeddings."""
         hp = self.hparams
         scale = torch.tensor(1.0 / hp.temperature)
         video = F.normalize(self.model.encode_clips(batch["frames"]), dim=-1)
-        parent = F.normalize(self.encode_text(batch["parent"]), dim=-1)
+        parent = F.normalize(self.encode_level_text(batch["parent"]), dim=-1)
         count = len(batch["children"][0])
         flat = [text for texts in batch["children"] for text in texts]
-        children = F.normalize(self.encode_text(flat), dim=-1).reshape(len(parent), count, -1)
+        children = F.normalize(self.encode_level_text(flat), dim=-1)
+        children = children.reshape(len(parent), count, -1)
         children = F.normalize(children.mean(dim=1), dim=-1)
         terms = (
             clip_loss(video, parent, scale),

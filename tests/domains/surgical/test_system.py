@@ -177,3 +177,111 @@ def test_phase_level_items_and_the_hierarchical_term(sample_root: Path):
         + infonce(parent, kids)
     ) / 4
     assert losses["phase"].item() == pytest.approx(by_hand.item(), rel=1e-4)
+
+
+def test_uniform_stride_keeps_order_and_repeats_when_short():
+    from domainvlm.domains.surgical.procedure import uniform_stride, whole_video_times
+
+    # linspace(0, 9, 8) = 0, 1.29, 2.57, 3.86, 5.14, 6.43, 7.71, 9 -> rounded
+    assert uniform_stride(list("abcdefghij"), 8) == list("abdefgij")
+    assert uniform_stride(["a", "b"], 4) == ["a", "a", "b", "b"]
+    assert whole_video_times(8.0, 4) == [1.0, 3.0, 5.0, 7.0]
+
+
+def test_video_level_needs_an_abstract_and_keysteps(tmp_path: Path):
+    from domainvlm.domains.surgical.procedure import VideoLevelDataset, read_video_summary
+    from domainvlm.domains.surgical.video import SurgicalDataError
+
+    (tmp_path / "keystep_texts").mkdir()
+    (tmp_path / "keystep_texts" / "v1.csv").write_text(
+        "start,end,step,text\n5,9,1,clip the duct\n0,5,0,insert trocars\n"
+    )
+    video = tmp_path / "videos" / "v1.mp4"
+    assert read_video_summary(tmp_path, "v1", video, 9.0) is None  # no abstract yet
+    (tmp_path / "abstract_texts").mkdir()
+    (tmp_path / "abstract_texts" / "v1.csv").write_text("text\na cholecystectomy\n")
+    summary = read_video_summary(tmp_path, "v1", video, 9.0)
+    assert summary.abstract == "a cholecystectomy"
+    assert summary.steps == ["insert trocars", "clip the duct"]  # start order
+    with pytest.raises(SurgicalDataError, match="abstract"):
+        VideoLevelDataset([], transform=None)
+
+
+def test_video_level_items_and_the_hierarchical_term(sample_root: Path):
+    module = SurgicalVideoDataModule(
+        root=str(sample_root), video_frames=6, video_children=8, video_batch_size=3
+    )
+    loaders = module.train_dataloader()
+    assert set(loaders) == {"clips", "video"}
+    video = next(iter(loaders["video"]))
+    assert video["frames"].shape == (3, 6, 3, 64, 64)
+    # 7 keysteps -> 8 children at linspace(0, 6, 8) rounded: 0 1 2 3 3 4 5 6
+    steps = [row.text for row in _keysteps(sample_root, "video01")]
+    assert module.dataset("train").videos[0].id == "video01"
+    item = loaders["video"].dataset[0]
+    assert item["children"] == [steps[i] for i in (0, 1, 2, 3, 3, 4, 5, 6)]
+    assert item["parent"].startswith("laparoscopic cholecystectomy with a long ")
+    torch.manual_seed(0)
+    system = SurgVLP(**TINY, video_weight=0.5, mil_nce_weight=0.0)
+    losses = system.compute_losses({"clips": next(iter(loaders["clips"])), "video": video}, "train")
+    assert set(losses) == {"infonce", "video", "loss"}
+    assert losses["loss"].item() == pytest.approx(
+        (losses["infonce"] + 0.5 * losses["video"]).item()
+    )
+    with torch.no_grad():
+        v = F.normalize(system.model.encode_clips(video["frames"]), dim=-1)
+        parent = F.normalize(system.encode_text(video["parent"]), dim=-1)
+        flat = [t for texts in video["children"] for t in texts]
+        kids = F.normalize(system.encode_text(flat), dim=-1).reshape(3, 8, -1).mean(dim=1)
+        kids = F.normalize(kids, dim=-1)
+    labels = torch.arange(3)
+
+    def ce(a, b):
+        logits = a @ b.T / 0.1
+        return F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)
+
+    a2t, t2a = ce(v, parent)
+    by_hand = (
+        (a2t + t2a) / 2
+        + (0.75 * a2t + 0.25 * t2a)
+        + sum(ce(v, kids)) / 2
+        + sum(ce(parent, kids)) / 2
+    ) / 4
+    assert losses["video"].item() == pytest.approx(by_hand.item(), rel=1e-4)
+
+
+def _keysteps(root: Path, video_id: str) -> list:
+    from domainvlm.domains.surgical.transcripts import read_keysteps
+
+    return sorted(read_keysteps(root / "keystep_texts" / f"{video_id}.csv"), key=lambda s: s.start)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "expected"),
+    [(0, {"phase", "video"}), (3, {"phase"}), (5, {"video"}), (7, set()), (15, {"phase", "video"})],
+)
+def test_each_level_runs_on_its_own_epoch_schedule(epoch: int, expected: set):
+    from types import SimpleNamespace
+
+    system = SurgVLP(**TINY, mil_nce_weight=0.0, phase_weight=1.0, video_weight=1.0)
+    system._trainer = SimpleNamespace(current_epoch=epoch)  # HecVL: phase every 3rd, video 5th
+    torch.manual_seed(0)
+    frames = torch.randn(2, 2, 3, 64, 64)
+    level = {"frames": frames, "parent": ["a", "b"], "children": [["c", "d"], ["e", "f"]]}
+    clips = {"frames": frames, "text": ["x", "y"]}
+    losses = system.compute_losses({"clips": clips, "phase": level, "video": level}, "train")
+    assert set(losses) - {"infonce", "loss"} == expected
+    total = losses["infonce"] + sum(losses[name] for name in expected)
+    assert losses["loss"].item() == pytest.approx(total.item())
+
+
+def test_the_levels_may_use_a_longer_text_context():
+    """HecVL tokenises clip sentences to 77 tokens and level texts to 200."""
+    system = SurgVLP(**TINY, level_context_length=16)
+    seen = []
+    system.model.encode_text = lambda tokens: seen.append(tokens.shape[-1]) or torch.zeros(1, 8)
+    system.encode_text(["a"])
+    system.encode_level_text(["a"])
+    assert seen == [32, 16]
+    plain = SurgVLP(**TINY)
+    assert plain.level_tokenizer is plain.tokenizer
