@@ -33,8 +33,10 @@ from domainvlm.core.towers.tokens import encode_with_patch_tokens
 from domainvlm.core.towers.vit_sizes import encode_any_size
 from domainvlm.core.transforms import ImageTransform
 from domainvlm.core.zeroshot import ZeroShotClassifier
-from domainvlm.domains.remote_sensing.knowledge import knowledge_records
+from domainvlm.domains.remote_sensing.evaluation_data import localised_class_name
+from domainvlm.domains.remote_sensing.knowledge import knowledge_records, load_concepts
 from domainvlm.domains.remote_sensing.model import SemanticExperts
+from domainvlm.domains.remote_sensing.open_vocabulary import LOGIT_SCALE, mention_vectors
 from domainvlm.domains.remote_sensing.rasters import RASTER_READER
 from domainvlm.domains.remote_sensing.templates import templates
 from domainvlm.retrieval_db import KnowledgeBase
@@ -238,12 +240,25 @@ def raster_loader(
     return load_image
 
 
+HEADS = ("classifier", "joint")
+KNOWLEDGE_PROMPTS = ("templates", "descriptions", "mentions")
+
+
 class SemanticExpertsSystem(BaseSystem):
     """Knowledge-augmented scene classification or RSVQA on top of frozen RS-M-CLIP towers.
 
     The towers come from an ``RSMCLIP`` checkpoint (``init_from``, loaded at fit time) and stay
     frozen, so the knowledge base embedded with their text encoder stays valid while the Semantic
     Augmentation Module, the experts and the head train.
+
+    ``head: joint`` makes retrieval on and off fair and the classifier open-vocabulary: the
+    experts' output is a residual added to the image embedding in the joint space, scored against
+    the zero-shot class vectors (class names in the templates). The residual layer starts at zero,
+    so both arms start from, and keep, the towers' zero-shot logits as their prior (with a
+    ``templates`` knowledge base the "on" arm's scene cues are those very class vectors; the "off"
+    arm now has them too), and ``score`` ranks any classes, unseen ones included, by their vectors.
+    ``knowledge_exclude`` leaves concepts out of the knowledge base (the evaluated classes: what
+    is left is knowledge in general, not of those classes).
     """
 
     def __init__(
@@ -264,6 +279,8 @@ class SemanticExpertsSystem(BaseSystem):
         heads: int = 4,
         learned_gate: bool = True,
         task_prompt: str = "what kind of scene is shown in this satellite image?",
+        head: str = "classifier",
+        knowledge_exclude: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -281,21 +298,37 @@ class SemanticExpertsSystem(BaseSystem):
                 zero-shot templates of its language, averaged (the entry's vector is then the
                 zero-shot class weight, which any CLIP tower embeds well); ``descriptions``: its
                 ``"name: description"`` text, for towers pretrained on broad text (a tower trained
-                on the sample captions alone has never seen the description words).
+                on the sample captions alone has never seen the description words); ``mentions``: the
+                mean template vector of the concepts its description names ("a highway crossing a
+                river": highway and river), which gives a concept the towers were never told
+                about a meaning in words they know.
             k_object: object-level cues per image.
             k_scene: scene-level cues per image.
             dim: width of the augmentation module and experts.
             heads: attention heads of each expert.
             learned_gate: mix the experts with a learned gate (else average them).
             task_prompt: the query text for scene classification (VQA uses each question).
+            head: ``classifier`` (an MLP over the experts' features, a closed class set) or
+                ``joint`` (scene only: the features move the image embedding, which is scored
+                against the class names' zero-shot vectors; see the class docstring).
+            knowledge_exclude: concept ids (``concepts.json``) whose entries the knowledge base
+                leaves out.
         """
         super().__init__(**kwargs)
         if task not in ("scene", "vqa"):
             raise ValueError(f"task must be 'scene' or 'vqa', got {task!r}")
-        if knowledge_prompts not in ("templates", "descriptions"):
+        if knowledge_prompts not in KNOWLEDGE_PROMPTS:
             raise ValueError(
-                f"knowledge_prompts must be 'templates' or 'descriptions', got {knowledge_prompts!r}"
+                f"knowledge_prompts must be one of {KNOWLEDGE_PROMPTS}, got {knowledge_prompts!r}"
             )
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "joint" and task != "scene":
+            raise ValueError("head 'joint' scores scene class names: use it with task 'scene'")
+        excluded = set(knowledge_exclude or ())
+        unknown = sorted(excluded - {concept.id for concept in load_concepts()})
+        if unknown:
+            raise ValueError(f"knowledge_exclude names unknown concept ids {unknown}")
         self.clip, _ = build_clip(model_name, None, in_chans=in_chans)
         self.clip.requires_grad_(False)
         self.tokenizer = build_tokenizer(tokenizer, context_length)
@@ -303,13 +336,16 @@ class SemanticExpertsSystem(BaseSystem):
         self.records = [
             {key: r[key] for key in ("concept", "level", "lang", "name", "text")}
             for r in knowledge_records(languages)
+            if r["concept"] not in excluded
         ]
         joint_dim = self.clip.visual.output_dim
         self.register_buffer("knowledge_vectors", torch.zeros(len(self.records), joint_dim))
         self.experts = SemanticExperts(
             joint_dim, self.clip.visual.transformer.width, dim, heads, learned_gate=learned_gate
         )
-        self.head = ClassifierHead(self.experts.out_dim, len(classes)) if classes else None
+        self.head: nn.Module | None = None
+        if classes:
+            self._build_head(len(classes))
         self._knowledge_base: KnowledgeBase | None = None
 
     # -- set-up: frozen towers, knowledge vectors, head size ------------------------------------
@@ -322,7 +358,19 @@ class SemanticExpertsSystem(BaseSystem):
         if self.head is None:
             classes = self.trainer.datamodule.classes()
             self.hparams["classes"] = classes
-            self.head = ClassifierHead(self.experts.out_dim, len(classes))
+            self._build_head(len(classes))
+        if stage == "fit" and self.hparams.init_from and self.hparams.head == "joint":
+            self._embed_classes()
+
+    def _build_head(self, n_classes: int) -> None:
+        if self.hparams.head == "classifier":
+            self.head = ClassifierHead(self.experts.out_dim, n_classes).to(self.device)
+            return
+        joint_dim = self.clip.visual.output_dim
+        self.head = nn.Linear(self.experts.out_dim, joint_dim).to(self.device)
+        nn.init.zeros_(self.head.weight)  # starts as the towers' zero-shot classifier
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("class_vectors", torch.zeros(n_classes, joint_dim, device=self.device))
 
     def _load_towers(self, path: str) -> None:
         keys = ("model_name", "tokenizer", "in_chans", "context_length")
@@ -331,7 +379,9 @@ class SemanticExpertsSystem(BaseSystem):
     @torch.no_grad()
     def _embed_knowledge(self) -> None:
         classifier = ZeroShotClassifier(self._text_encoder(), batch_size=256)
-        if self.hparams.knowledge_prompts == "descriptions":
+        if self.hparams.knowledge_prompts == "mentions":
+            vectors = mention_vectors(self._text_encoder(), self.records)
+        elif self.hparams.knowledge_prompts == "descriptions":
             texts = [record["text"] for record in self.records]
             vectors = classifier.class_weights(texts, ["{}"])
         else:
@@ -342,6 +392,18 @@ class SemanticExpertsSystem(BaseSystem):
                 vectors[rows] = classifier.class_weights(names, templates(lang)).to(vectors)
         self.knowledge_vectors.copy_(vectors)
         self._knowledge_base = None
+
+    @torch.no_grad()
+    def _embed_classes(self) -> None:
+        self.class_vectors.copy_(self.class_name_vectors(self.hparams.classes))
+
+    @torch.no_grad()
+    def class_name_vectors(self, classes: list[str], lang: str = "en") -> Tensor:
+        """Zero-shot class vectors: each class's concept name (its folder name when it is no
+        known concept) in the domain's templates of ``lang``, averaged."""
+        names = [localised_class_name(name, lang) for name in classes]
+        classifier = ZeroShotClassifier(self._text_encoder(), batch_size=256)
+        return classifier.class_weights(names, templates(lang)).to(self.device)
 
     def knowledge_base(self) -> KnowledgeBase:
         """The cue store (built lazily from the knowledge vectors, which checkpoints carry)."""
@@ -387,6 +449,30 @@ class SemanticExpertsSystem(BaseSystem):
         return self.knowledge_vectors[ids_tensor], torch.tensor(scores, device=self.device)
 
     def forward(self, images: Tensor, queries: list[str]) -> tuple[Tensor, Tensor]:
+        """Logits over the classes (or answers) and the experts' gate weights."""
+        features, gate, embedding = self.fuse(images, queries)
+        if self.hparams.head == "joint":
+            if not self.class_vectors.any():  # neither embedded at fit nor loaded
+                self._embed_classes()
+            return self.joint_logits(features, embedding, self.class_vectors), gate
+        return self.head(features), gate
+
+    def joint_logits(self, features: Tensor, embedding: Tensor, class_vectors: Tensor) -> Tensor:
+        """``100·cos(ê + head(features), class)``: the zero-shot logits while the head is zero."""
+        image = F.normalize(F.normalize(embedding, dim=-1) + self.head(features), dim=-1)
+        return LOGIT_SCALE * image @ class_vectors.T
+
+    @torch.no_grad()
+    def score(self, images: Tensor, class_vectors: Tensor) -> Tensor:
+        """Open-vocabulary scene logits of a ``head: joint`` system against any class vectors
+        (unit rows in the towers' joint space: ``class_name_vectors`` or knowledge entries)."""
+        if self.hparams.head != "joint":
+            raise ValueError("score needs head 'joint'; a classifier head knows its classes only")
+        features, _, embedding = self.fuse(images, [self.hparams.task_prompt] * len(images))
+        return self.joint_logits(features, embedding, class_vectors.to(features))
+
+    def fuse(self, images: Tensor, queries: list[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """The experts' features, gate weights and the images' global embeddings."""
         with torch.no_grad():
             embedding, patch_tokens = encode_with_patch_tokens(self.clip.visual, images)
             unique = sorted(set(queries))  # a scene batch repeats one task prompt
@@ -402,7 +488,7 @@ class SemanticExpertsSystem(BaseSystem):
                 "scene": self.retrieve(embedding, "scene", self.hparams.k_scene, 1),
             }
         features, gate = self.experts(query, embedding, patch_tokens, cues)
-        return self.head(features), gate
+        return features, gate, embedding
 
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         needed = "question" if self.hparams.task == "vqa" else "label"

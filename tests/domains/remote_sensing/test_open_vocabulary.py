@@ -116,3 +116,34 @@ def test_mention_vectors_compose_the_named_concepts_and_fall_back_to_the_own_nam
     assert torch.equal(knowledge.vectors, vectors)
     with pytest.raises(ValueError, match="embedding must be one of"):
         ov.embed_knowledge(encoder, records, "words")
+
+
+def test_calibrated_stacking_lowers_only_seen_columns():
+    logits = torch.tensor([[5.0, 0, 3], [0, 4, 3]])
+    shifted = ov.calibrated(logits, {2}, 0.75)
+    assert torch.equal(shifted, torch.tensor([[4.25, -0.75, 3], [-0.75, 3.25, 3]]))
+    assert torch.equal(ov.seen_margins(logits, {2}), torch.tensor([2.0, 1.0]))
+
+
+def test_gamma_from_seen_images_only_gives_up_at_most_the_tolerance():
+    logits = torch.tensor([[5.0, 1, 3], [1, 4, 3.5], [2, 6, 1], [0, 2, 1]])
+    labels = torch.tensor([0, 1, 0, 1])  # right, right (margin 0.5), wrong, right (margin 1)
+    # one image of four may turn wrong: halfway between the margins 0.5 and 1
+    assert ov.gamma_seen_only(logits, labels, {2}, tolerance=0.25) == pytest.approx(0.75)
+    assert ov.gamma_seen_only(logits, labels, {2}, tolerance=0.0) == pytest.approx(0.25)
+    assert ov.gamma_seen_only(logits, labels, {2}, tolerance=0.8) == pytest.approx(3.0)
+    seen = ov.calibrated(logits, {2}, 0.75)[:, :2].argmax(1) == labels
+    assert ov.accuracy(ov.calibrated(logits, {2}, 0.75), labels) == 0.5  # 0.75 before
+    assert seen.tolist() == [True, True, False, True]  # image 1 lost to the unseen class
+    with pytest.raises(ValueError, match="seen classes only"):
+        ov.gamma_seen_only(logits, torch.tensor([0, 1, 2, 1]), {2})
+
+
+def test_gamma_on_a_held_out_split_maximises_the_harmonic_mean():
+    logits = torch.tensor([[5.0, 0, 3], [0, 4, 3], [4, 0, 3], [0, 3.5, 3]])
+    labels = torch.tensor([0, 1, 2, 2])  # margins 2, 1, 1, 0.5; class 2 unseen
+    assert ov.generalised_accuracies(logits, labels, {2})["harmonic"] == 0.0
+    gamma = ov.gamma_held_out(logits, labels, {2})
+    assert gamma == pytest.approx(0.75)  # H 2/3, as at 1.5; the smaller γ is kept
+    result = ov.generalised_accuracies(ov.calibrated(logits, {2}, gamma), labels, {2})
+    assert result == {"seen": 1.0, "unseen": 0.5, "harmonic": pytest.approx(2 / 3)}
