@@ -116,9 +116,7 @@ def main() -> None:
     begin = time.perf_counter()
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(
-            pool.map(lambda job: run(job[0], job[1], sample, args.out, args.epochs), jobs)
-        )
+        rows = list(pool.map(lambda job: run(job[0], job[1], sample, args.out, args.epochs), jobs))
     for row in rows:
         print(json.dumps({"bench": "surgical_ablation", **row}))
     print(
@@ -129,7 +127,10 @@ def main() -> None:
                 "epochs": args.epochs,
                 "size": args.size,
                 "wall_s": round(time.perf_counter() - begin, 1),
-                "load_average_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+                "load_average_before_after": [
+                    round(load_before[0], 1),
+                    round(os.getloadavg()[0], 1),
+                ],
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
                 f"{platform.python_version()}",
             }

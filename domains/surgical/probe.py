@@ -37,13 +37,13 @@ def fit_linear_probe(
 
 
 def run(args: argparse.Namespace) -> dict:
-    from domainvlm.core.encoder_loader import load_encoder
     from domainvlm.core.metrics import grouped_metrics
     from domainvlm.core.retrieval import embed_images
+    from domainvlm.domains.surgical.public_checkpoints import load_eval_encoder
 
     if args.shots < 0:
         raise ValueError(f"--shots must be 0 (all) or positive, got {args.shots}")
-    encoder = load_encoder(args.checkpoint, args.device)
+    encoder = load_eval_encoder(args.checkpoint, args.device, getattr(args, "bert_dir", None))
     root = Path(args.data)
     train = zeroshot_data(root, args.train_split, "en")
     videos = list(dict.fromkeys(train.groups))

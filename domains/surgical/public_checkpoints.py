@@ -5,11 +5,20 @@ is unused), ``backbone_img.global_embedder.{weight,bias}`` (linear 2048 → 768)
 ``backbone_text.model.*`` (a Hugging Face ``BertModel``, Bio_ClinicalBERT). Ours is the open_clip
 model ``surgvlp-rn50-bioclinicalbert``: ``visual.trunk.*`` (timm's ResNet-50, whose parameter names
 are torchvision's), ``visual.head.proj``, ``text.transformer.*``, with the reference's text pooling
-(``LastLayersSumPooler``). Convert once, then evaluate like any checkpoint:
+(``LastLayersSumPooler``). HecVL and PeskaVLP are the same modules under other class names
+(the reference builds ``HecVL``/``PeskaVLP`` algorithms around the same ``backbone_img`` and
+``backbone_text``); releases saved with transformers < 4.31 also hold BERT's
+``embeddings.position_ids`` buffer, which BERT rebuilds and is dropped here. Convert once, then
+evaluate like any checkpoint:
 
     python -m domainvlm.domains.surgical.public_checkpoints surgvlp.pth \\
         --bert-dir weights/Bio_ClinicalBERT --out runs/surgical/surgvlp_public.ckpt
     domainvlm eval phases --checkpoint runs/surgical/surgvlp_public.ckpt --data /data/cholec80
+
+or let the surgical eval tasks convert in memory (``--bert-dir`` marks ``--checkpoint`` as a
+release; ``configs/surgical/eval/{surgvlp,hecvl,peskavlp}.yaml``):
+
+    domainvlm eval phases --config configs/surgical/eval/hecvl.yaml --data /data/cholec80
 
 Evaluation preprocessing differs from the papers': they resize frames to 360×640 and centre-crop
 224; the checkpoint here resizes the short side to 224 and centre-crops, so on 854×480 Cholec80
@@ -23,6 +32,7 @@ from pathlib import Path
 
 import torch
 from domainvlm.core.checkpoint import read_checkpoint
+from domainvlm.core.encoder import Encoder
 from domainvlm.core.errors import CheckpointError
 from domainvlm.core.files import atomic_save
 from domainvlm.domains.surgical.datamodule import IMAGENET_MEAN, IMAGENET_STD
@@ -36,6 +46,8 @@ PREFIXES = {
 }
 UNUSED = ("backbone_img.model.fc.", "backbone_text.model.pooler.")
 """The torchvision classifier and BERT's pooler: neither is part of the embeddings."""
+STALE_BUFFERS = ("backbone_text.model.embeddings.position_ids",)
+"""Saved by transformers < 4.31, a non-persistent buffer (rebuilt, never loaded) since."""
 
 
 def map_public_state_dict(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -48,7 +60,7 @@ def map_public_state_dict(state: dict[str, Tensor], own: dict[str, Tensor]) -> d
     state = {key.removeprefix("module."): value for key, value in state.items()}  # DDP saves
     mapped: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key.startswith(UNUSED):
+        if key.startswith(UNUSED) or key in STALE_BUFFERS:
             continue
         prefix = next((p for p in PREFIXES if key.startswith(p)), None)
         if prefix is None:
@@ -67,9 +79,9 @@ def map_public_state_dict(state: dict[str, Tensor], own: dict[str, Tensor]) -> d
     return {**own, **mapped}
 
 
-def convert(source: str | Path, bert_dir: str | Path, out: str | Path, num_frames: int = 4) -> Path:
-    """Build the paper model offline (BERT config and tokenizer from ``bert_dir``), load the public
-    weights into it and save a checkpoint ``load_system`` rebuilds."""
+def load_release(source: str | Path, bert_dir: str | Path, num_frames: int = 4) -> SurgVLP:
+    """The paper model built offline (BERT config and tokenizer from ``bert_dir``) with a public
+    release's weights (SurgVLP, HecVL or PeskaVLP ``.pth``), in eval mode."""
     checkpoint = read_checkpoint(source)
     state = checkpoint.get("state_dict", checkpoint)
     system = SurgVLP(
@@ -85,10 +97,27 @@ def convert(source: str | Path, bert_dir: str | Path, out: str | Path, num_frame
         },
     )
     system.model.load_state_dict(map_public_state_dict(state, system.model.state_dict()))
+    return system.eval()
+
+
+def convert(source: str | Path, bert_dir: str | Path, out: str | Path, num_frames: int = 4) -> Path:
+    """Load a release (``load_release``) and save a checkpoint ``load_system`` rebuilds."""
+    system = load_release(source, bert_dir, num_frames)
     saved = {"state_dict": system.state_dict()}
     system.on_save_checkpoint(saved)
     atomic_save(out, lambda handle: torch.save(saved, handle))
     return Path(out)
+
+
+def load_eval_encoder(checkpoint: str, device: str = "cpu", bert_dir: str | None = None) -> Encoder:
+    """The encoder of a surgical eval task: any encoder spec, or with ``bert_dir`` a public release
+    file converted in memory."""
+    from domainvlm.core.encoder_loader import load_encoder, resolve_device, system_encoder
+
+    if not bert_dir:
+        return load_encoder(checkpoint, device)
+    path = Path(checkpoint).expanduser()
+    return system_encoder(load_release(path, bert_dir), str(path.resolve()), resolve_device(device))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,9 +30,9 @@ PHASE_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948
 
 
 def _encoder(args: argparse.Namespace) -> Encoder:
-    from domainvlm.core.encoder_loader import load_encoder
+    from domainvlm.domains.surgical.public_checkpoints import load_eval_encoder
 
-    return load_encoder(args.checkpoint, args.device)
+    return load_eval_encoder(args.checkpoint, args.device, getattr(args, "bert_dir", None))
 
 
 # -- phases ---------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from domainvlm.core.checkpoint import load_system
 from domainvlm.core.errors import CheckpointError
 from domainvlm.domains.surgical.public_checkpoints import convert, map_public_state_dict
 
+EVAL_CONFIGS = Path(__file__).parents[3] / "configs" / "surgical" / "eval"
+
 VOCAB = [
     "[PAD]",
     "[UNK]",
@@ -63,6 +65,8 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]
     state = {f"backbone_img.model.{k}": v for k, v in resnet.state_dict().items()}
     state |= {f"backbone_img.global_embedder.{k}": v for k, v in embedder.state_dict().items()}
     state |= {f"backbone_text.model.{k}": v for k, v in bert.state_dict().items()}
+    # releases saved with transformers < 4.31 hold this buffer; BERT rebuilds it now
+    state["backbone_text.model.embeddings.position_ids"] = torch.arange(512)[None]
     torch.save({"state_dict": state}, folder / "surgvlp.pth")
     return (
         folder / "surgvlp.pth",
@@ -73,7 +77,8 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]
 
 def test_converted_checkpoint_embeds_as_the_reference(release, tmp_path: Path):
     source, bert_dir, reference = release
-    encoder = load_system(convert(source, bert_dir, tmp_path / "public.ckpt")).encoder()
+    system = load_system(convert(source, bert_dir, tmp_path / "public.ckpt"))
+    encoder = system.encoder()
     frames = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         expected = reference["embedder"](
@@ -83,7 +88,7 @@ def test_converted_checkpoint_embeds_as_the_reference(release, tmp_path: Path):
         )
     assert torch.allclose(encoder.image_fn(frames), expected, atol=1e-4)
     # text: each of the last 4 layers summed over [CLS]..[SEP] / padded length, layers summed
-    tokens = load_system(tmp_path / "public.ckpt").tokenizer(["clip the cystic ducts"])
+    tokens = system.tokenizer(["clip the cystic ducts"])
     mask = (tokens != 0).long()
     with torch.no_grad():
         hidden = reference["bert"](tokens, mask, output_hidden_states=True).hidden_states[-4:]
@@ -99,3 +104,40 @@ def test_unknown_or_missing_weights_are_errors(release):
         map_public_state_dict(state, own)
     with pytest.raises(CheckpointError, match="not in the SurgVLP layout"):
         map_public_state_dict({"head.weight": torch.zeros(1)}, own)
+
+
+def _eval_args(argv: list[str]):
+    import argparse
+
+    from domainvlm.core.commands import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("name", ["surgvlp", "hecvl", "peskavlp"])
+def test_eval_configs_name_a_release_and_a_bert_folder(name: str):
+    args = _eval_args(["phases", "--config", str(EVAL_CONFIGS / f"{name}.yaml"), "--data", "d"])
+    assert args.checkpoint == f"checkpoints/{name}.pth"
+    assert args.bert_dir == "weights/Bio_ClinicalBERT" and args.table
+
+
+def test_eval_config_converts_the_release_in_memory(release):
+    """HecVL's release has SurgVLP's layout: the config's path, with the files made here."""
+    from domainvlm.domains.surgical.tasks import _encoder
+
+    source, bert_dir, reference = release
+    args = _eval_args(
+        ["phases", "--config", str(EVAL_CONFIGS / "hecvl.yaml"), "--data", "d",
+         "--checkpoint", str(source), "--bert-dir", str(bert_dir)]
+    )  # fmt: skip
+    encoder = _encoder(args)
+    frames = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = reference["resnet"].forward_head(
+            reference["resnet"].forward_features(frames), pre_logits=True
+        )
+        expected = reference["embedder"](features)
+    assert torch.allclose(encoder.image_fn(frames), expected, atol=1e-4)
+    assert encoder.name == str(source.resolve())
