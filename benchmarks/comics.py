@@ -5,9 +5,16 @@ items (each: a window of panels, negatives and character crops, all cut from JPE
 transformed) and plain panel crops (``panel_tensor`` on ``page.jpg#xywh=``), first with a cold page
 cache and then warm. With ``--checkpoint`` it also measures character search on the held-out books:
 for every body crop, the share of its 5 nearest other crops (image embeddings) showing the same
-character, beside the share a random pick would get. Prints one JSON line.
+character, beside the share a random pick would get.
+
+Full-page prediction (``domainvlm comics predict``) is timed on the held-out pages, outputs
+included (JSON, COCO, transcripts, pictures): once from the annotations alone, once with a
+detector and grounding scorers (``--detector``/``--grounding``, or untrained ones of the shipped
+configs' shapes: the same computation, not the same boxes), plus ``--checkpoint``'s character
+clustering when given. Wall and CPU seconds per run. Prints one JSON line.
 
     python benchmarks/comics.py [--data DIR] [--size demo] [--items 200] [--checkpoint C]
+        [--detector C] [--grounding C]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import platform
 import tempfile
 import time
+from argparse import Namespace
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -91,12 +99,65 @@ def character_precision(root: Path, checkpoint: str, k: int = 5) -> dict:
     }
 
 
+def untrained_checkpoints(folder: Path) -> tuple[Path, Path]:
+    """A detector and a grounding checkpoint of the shipped configs' shapes, untrained."""
+    from domainvlm.domains.comics.detection_system import PageDetectionSystem
+    from domainvlm.domains.comics.grounding_system import GroundingSystem
+
+    paths = []
+    for name, system in (("detector", PageDetectionSystem()), ("grounding", GroundingSystem())):
+        checkpoint = {"state_dict": system.state_dict()}
+        system.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, folder / f"{name}.ckpt")
+        paths.append(folder / f"{name}.ckpt")
+    return paths[0], paths[1]
+
+
+def prediction_pages_per_second(root: Path, args: argparse.Namespace, folder: Path) -> dict:
+    """Pages per second of ``comics predict`` on the held-out pages, outputs written."""
+    from domainvlm.domains.comics.predict import load_models, predict_folder
+    from domainvlm.domains.comics.predict_inputs import find_pages
+    from domainvlm.domains.comics.predict_outputs import write_outputs
+
+    sources = find_pages(root, split="test")
+    untrained = untrained_checkpoints(folder)
+    models_run = {
+        "detector": args.detector or untrained[0],
+        "grounding": args.grounding or untrained[1],
+        "checkpoint": args.checkpoint,
+    }
+    result: dict = {
+        "predict_pages": len(sources),
+        "predict_untrained": [k for k in ("detector", "grounding") if getattr(args, k) is None],
+    }
+    for label, chosen in (("annotations", {}), ("models", models_run)):
+        options = {"detector": None, "grounding": None, "checkpoint": None, "bank": None}
+        options |= {"association_threshold": 0.4, "cluster_threshold": 0.5, "name_threshold": 0.5}
+        models = load_models(Namespace(**(options | chosen), device="cpu"))
+        predict_folder(sources[:1], models, progress=False)  # first-call setup untimed
+        wall, cpu = time.perf_counter(), time.process_time()
+        predictions = predict_folder(sources, models, progress=False)
+        write_outputs(predictions, folder / label, root, progress=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        result[f"predict_{label}"] = {
+            "pages_per_s": round(len(sources) / wall, 2),
+            "wall_s": round(wall, 2),
+            "cpu_s": round(cpu, 2),
+            "sources": predictions[0].sources,
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="dataset root (default: write the sample)")
     parser.add_argument("--size", default="demo", choices=("small", "demo"))
     parser.add_argument("--items", type=int, default=200, help="training items timed")
     parser.add_argument("--checkpoint", help="also measure character search with this checkpoint")
+    parser.add_argument(
+        "--detector", type=Path, help="detector checkpoint for full-page prediction"
+    )
+    parser.add_argument("--grounding", type=Path, help="grounding checkpoint for prediction")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,12 +165,15 @@ def main() -> None:
         result = crops_per_second(root, args.items)
         if args.checkpoint:
             result |= character_precision(root, args.checkpoint)
+        result |= prediction_pages_per_second(root, args, Path(tmp))
     print(
         json.dumps(
             {
                 "benchmark": "comics_loader",
                 **result,
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "torch_threads": torch.get_num_threads(),
                 "python": platform.python_version(),
             }
         )

@@ -24,48 +24,26 @@ from the annotations, else left to a rule; every page's JSON says which (``sourc
 from __future__ import annotations
 
 import argparse
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from domainvlm.core.errors import CheckpointError, DataRootError, DomainVLMError, FileError
+from domainvlm.core.errors import CheckpointError, DomainVLMError
 from domainvlm.core.files import check_output_folder
-from domainvlm.core.images import read_image, to_rgb_image
-from domainvlm.domains.comics.books import dataset_roots, load_books
-from domainvlm.domains.comics.pages import (
-    Box,
-    Direction,
-    Page,
-    _overlap,
-    crop_address,
-    reading_order,
+from domainvlm.domains.comics.pages import Box, Direction, _overlap, crop_address, reading_order
+from domainvlm.domains.comics.predict_inputs import (
+    CLASSES,
+    PageSource,
+    PredictInputError,
+    annotated_boxes,
+    find_pages,
+    read_page,
+    text_contents,
 )
 
 HELP = "detect, ground and transcribe a folder of comic pages (Magi-like JSON, COCO, pictures)"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-CLASSES = ("panel", "character", "face", "text", "balloon")
-TEXT_IOU = 0.5
-"""A detected text takes the annotated transcription of the box it overlaps at least this much."""
-
-
-class PredictInputError(FileError):
-    """A pages folder, model file or bank that ``comics predict`` cannot use."""
-
-
-@dataclass
-class PageSource:
-    """One page to predict: its image, the book (chapter) it belongs to, and its annotation."""
-
-    image: Path
-    book: str
-    name: str
-    direction: Direction
-    annotation: Page | None = None
-    names: dict[str, str] = field(default_factory=dict)
-    """The book's annotated character id → name."""
 
 
 @dataclass
@@ -98,115 +76,8 @@ class Models:
     encoder: Any = None
     bank: tuple[Any, list[str]] | None = None
     association_threshold: float = 0.4
-    cluster_threshold: float | None = None
-
-
-# -- pages ---------------------------------------------------------------------------------------
-
-
-def _natural(path: Path) -> list:
-    """page2 before page10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
-def _images(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=_natural)
-
-
-def find_pages(
-    pages: Path, direction: Direction | None = None, split: str | None = None
-) -> list[PageSource]:
-    """The pages under ``pages``: a dataset root's annotated pages (one ``split`` of books, or
-    all), else the images in the folder and in each of its subfolders (one book each)."""
-    if not pages.is_dir():
-        raise DataRootError(f"{str(pages)!r}: the pages folder does not exist or is no folder")
-    if dataset_roots(pages).keys() & {"manga109", "comix"}:
-        sources = [
-            PageSource(
-                page.image,
-                book.title,
-                page.image.stem,
-                direction or book.direction,
-                page,
-                book.characters,
-            )
-            for book in load_books(pages, split)
-            for page in book.pages
-        ]
-    else:
-        folders = [pages, *sorted((p for p in pages.iterdir() if p.is_dir()), key=_natural)]
-        sources = [
-            PageSource(image, folder.name, image.stem, direction or "ltr")
-            for folder in folders
-            for image in _images(folder)
-        ]
-    if not sources:
-        what = f" in split {split!r}" if split else ""
-        raise DataRootError(
-            f"{str(pages)!r} holds no pages{what}: expected page images "
-            f"({', '.join(IMAGE_SUFFIXES)}) in it or in its subfolders, or a Manga109 / CoMix "
-            "dataset root"
-        )
-    return sources
-
-
-def read_page(source: PageSource) -> np.ndarray:
-    """The page as ``[H, W, 3]`` uint8, read through the capped, format-checked image reader."""
-    return np.asarray(to_rgb_image(read_image(source.image), source.image))
-
-
-# -- boxes ---------------------------------------------------------------------------------------
-
-
-def annotated_boxes(source: PageSource) -> tuple[dict[str, list[Box]], list[str], list[tuple]]:
-    """Boxes per class, character identities and speaker links (text, character) of the page's
-    annotation. Readers keep what lies inside panels, and read CoMix balloons as texts."""
-    page = source.annotation
-    assert page is not None
-    boxes: dict[str, list[Box]] = {name: [] for name in CLASSES}
-    identities, speakers, text_panel, body_panel = [], [], [], []
-    for number, panel in enumerate(page.panels):
-        boxes["panel"].append(panel.box)
-        for text in panel.texts:
-            boxes["text"].append(text.box)
-            speakers.append(text.speaker)
-            text_panel.append(number)
-        for person in panel.characters:
-            if person.part == "face":
-                boxes["face"].append(person.box)
-                continue
-            boxes["character"].append(person.box)
-            identities.append(person.character)
-            body_panel.append(number)
-    links = []
-    for t, speaker in enumerate(speakers):
-        candidates = [c for c, who in enumerate(identities) if who == speaker]
-        if speaker is not None and candidates:
-            same_panel = [c for c in candidates if body_panel[c] == text_panel[t]]
-            links.append((t, (same_panel or candidates)[0]))
-    return boxes, identities, links
-
-
-def _iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def text_contents(boxes: list[Box], page: Page | None) -> tuple[list[str], str]:
-    """Each text box's words: the annotated transcription it overlaps, else ``[text N]``."""
-    annotated = [t for panel in page.panels for t in panel.texts] if page is not None else []
-    contents = []
-    for number, box in enumerate(boxes):
-        best = max(annotated, key=lambda t: _iou(box, t.box), default=None)
-        if best is not None and best.text and _iou(box, best.box) >= TEXT_IOU:
-            contents.append(best.text)
-        else:
-            contents.append(f"[text {number}]")
-    return contents, "annotation" if annotated else "none (no OCR engine; [text N] placeholders)"
+    cluster_threshold: float = 0.5
+    name_threshold: float = 0.5
 
 
 # -- order ---------------------------------------------------------------------------------------
@@ -242,7 +113,8 @@ def text_reading_order(
 
 
 def predict_page(source: PageSource, models: Models) -> PagePrediction:
-    """Boxes, speakers, order and text of one page (clusters come later, per book)."""
+    """Boxes, speakers, order and text of one page (characters are embedded and clustered later,
+    across its book)."""
     image = read_page(source)
     height, width = image.shape[:2]
     sources: dict[str, str] = {}
@@ -275,6 +147,7 @@ def predict_page(source: PageSource, models: Models) -> PagePrediction:
             image=image,
             scorer=models.speaker_scorer,
             threshold=models.association_threshold,
+            panels=boxes["panel"],
         )
         sources["speakers"] = "grounding" if models.speaker_scorer is not None else "rule"
     panel_order = order_boxes(boxes["panel"], source.direction, models.order_scorer)
@@ -287,11 +160,6 @@ def predict_page(source: PageSource, models: Models) -> PagePrediction:
         source, width, height, boxes, scores, texts, [tuple(link) for link in links],
         panel_order, text_order, sources, identities,
     )  # fmt: skip
-    if models.encoder is not None and boxes["character"]:
-        from domainvlm.core.retrieval import embed_images
-
-        crops = [crop_address(source.image, box) for box in boxes["character"]]
-        prediction.embeddings = embed_images(models.encoder, crops)
     return prediction
 
 
@@ -323,22 +191,20 @@ def _cluster_identities(pages: list[PagePrediction]) -> None:
 
 
 def _cluster_embeddings(pages: list[PagePrediction], models: Models) -> None:
-    import torch
     from domainvlm.domains.comics.characters import cluster_characters, name_clusters
 
     counts = [len(page.boxes["character"]) for page in pages]
-    with_characters = [page.embeddings for page in pages if page.embeddings is not None]
+    embedded = [page.embeddings for page in pages if page.embeddings is not None]
     labels: list[int] = []
     names: list[str] | None = None
-    if with_characters:
-        embeddings = torch.cat(with_characters)
-        threshold = (
-            {} if models.cluster_threshold is None else {"threshold": models.cluster_threshold}
-        )
-        labels = [int(v) for v in cluster_characters(embeddings, **threshold)]
+    if embedded:
+        embeddings = np.concatenate(embedded)
+        labels = [int(v) for v in cluster_characters(embeddings, models.cluster_threshold)]
         if models.bank is not None:
-            bank_embeddings, bank_names = models.bank
-            names = list(name_clusters(embeddings, labels, bank_embeddings, bank_names))
+            bank, bank_names = models.bank
+            names = name_clusters(
+                embeddings, np.array(labels), bank, bank_names, models.name_threshold
+            )
     start = 0
     for page, count in zip(pages, counts):
         page.cluster_labels = labels[start : start + count]
@@ -385,21 +251,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="least speaker score for a text-character link (Magi's 0.4)",
     )
     parser.add_argument(
-        "--cluster-threshold", type=float, help="similarity above which characters are one"
+        "--cluster-threshold",
+        type=float,
+        default=Models.cluster_threshold,
+        help="cosine distance (1 - cos) below which character groups merge into one cluster",
+    )
+    parser.add_argument(
+        "--name-threshold",
+        type=float,
+        default=Models.name_threshold,
+        help="least cosine similarity of a cluster to a --bank name, else it is named 'other'",
     )
     parser.add_argument("--device", default="cpu", help="where --checkpoint runs (cpu, cuda)")
-
-
-def _load_detector(path: Path) -> Any:
-    from domainvlm.domains.comics.detection import PageDetector
-
-    return PageDetector.from_checkpoint(path)
-
-
-def _load_grounding(path: Path) -> Any:
-    from domainvlm.domains.comics.order import load_grounding
-
-    return load_grounding(path)
 
 
 def _checkpoint(path: Path, option: str, load: Any) -> Any:
@@ -418,27 +281,35 @@ def load_models(args: argparse.Namespace) -> Models:
     models = Models(
         association_threshold=args.association_threshold,
         cluster_threshold=args.cluster_threshold,
+        name_threshold=args.name_threshold,
     )
     if args.bank is not None and args.checkpoint is None:
         raise PredictInputError(args.bank, "--bank names clusters of --checkpoint's embeddings")
     if args.detector is not None:
-        models.detector = _checkpoint(args.detector, "--detector", _load_detector)
+        from domainvlm.domains.comics.detection import PageDetector
+
+        load = PageDetector.from_checkpoint
+        models.detector = _checkpoint(args.detector, "--detector", lambda p: load(p, args.device))
     if args.grounding is not None:
-        scorers = _checkpoint(args.grounding, "--grounding", _load_grounding)
+        from domainvlm.domains.comics.grounding_system import load_grounding
+
+        scorers = _checkpoint(args.grounding, "--grounding", load_grounding)
         models.speaker_scorer, models.order_scorer = scorers
     if args.checkpoint is not None:
-        from domainvlm.core.encoder_loader import load_encoder
+        from domainvlm.core.encoder_loader import load_encoder_and_system
 
-        models.encoder = load_encoder(args.checkpoint, args.device)
-        if not models.encoder.name.startswith("comics:"):
+        models.encoder, system = load_encoder_and_system(args.checkpoint, args.device)
+        if not type(system).__module__.startswith(__package__ + "."):
             raise CheckpointError(
                 f"{args.checkpoint}: --checkpoint must be a comics checkpoint (its encoder reads "
-                f"character crops of pages), not {models.encoder.name!r}"
+                f"character crops of pages), not {type(system).__name__ if system else 'a spec'}"
             )
     if args.bank is not None:
+        from domainvlm.core.retrieval import embed_images
         from domainvlm.domains.comics.characters import load_bank
 
-        models.bank = load_bank(args.bank, models.encoder)
+        names, images = zip(*load_bank(args.bank))
+        models.bank = (embed_images(models.encoder, list(images)).numpy(), list(names))
     return models
 
 
@@ -452,8 +323,26 @@ def predict_folder(
         predict_page(source, models)
         for source in tqdm(sources, desc="pages", unit="page", disable=not progress)
     ]
+    if models.encoder is not None:
+        embed_characters(predictions, models.encoder)
     cluster_books(predictions, models)
     return predictions
+
+
+def embed_characters(predictions: list[PagePrediction], encoder: Any, batch_size: int = 64) -> None:
+    """Every character crop of the set embedded in batches (pages hold few characters each)."""
+    from domainvlm.core.retrieval import embed_images
+
+    crops = [crop_address(p.source.image, box) for p in predictions for box in p.boxes["character"]]
+    if not crops:
+        return
+    embedded = embed_images(encoder, crops, batch_size).numpy()
+    start = 0
+    for prediction in predictions:
+        count = len(prediction.boxes["character"])
+        if count:
+            prediction.embeddings = embedded[start : start + count]
+        start += count
 
 
 def run(args: argparse.Namespace) -> int:

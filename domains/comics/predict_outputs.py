@@ -25,7 +25,8 @@ from pathlib import Path
 from domainvlm.core.files import atomic_open, atomic_write_json, resolve_within
 from domainvlm.domains.comics.books import dataset_roots
 from domainvlm.domains.comics.comix import CATEGORIES, coco_files
-from domainvlm.domains.comics.predict import CLASSES, PagePrediction, read_page
+from domainvlm.domains.comics.predict import PagePrediction
+from domainvlm.domains.comics.predict_inputs import CLASSES, read_page
 from PIL import Image, ImageDraw
 
 COCO_CATEGORY = {"panel": 1, "character": 2, "balloon": 3, "text": 4, "face": 7}
@@ -182,14 +183,16 @@ def output_stems(out: Path, predictions: list[PagePrediction]) -> list[Path]:
     return stems
 
 
-def write_outputs(predictions: list[PagePrediction], out: Path, pages: Path) -> dict:
+def write_outputs(
+    predictions: list[PagePrediction], out: Path, pages: Path, progress: bool = True
+) -> dict:
     """Every output file, written atomically; returns a summary (counts and paths)."""
     from tqdm import tqdm
 
     whole: list[str] = []
     stems = output_stems(out, predictions)
     for prediction, stem in tqdm(
-        list(zip(predictions, stems)), desc="writing", unit="page", disable=len(predictions) < 2
+        list(zip(predictions, stems)), desc="writing", unit="page", disable=not progress
     ):
         record = page_record(prediction)
         atomic_write_json(stem.with_suffix(".json"), record)
