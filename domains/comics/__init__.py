@@ -19,6 +19,12 @@ PREDICT = DomainCommand(
     description="Panels, texts, characters, speakers, character clusters across each book, "
     "reading order and transcripts for a folder of pages (or a dataset root). See docs/comics.md.",
 )
+DETECTION = DomainEvaluation(
+    help="detection: COCO AP50, AP50-95, AR10, AR100 per class of a page detector",
+    add_arguments=lazy(f"{COMICS}.detection_eval:add_arguments"),
+    run=lazy(f"{COMICS}.detection_eval:run"),
+    format_table=lazy(f"{COMICS}.detection_eval:format_table"),
+)
 
 PLUGIN = DomainPlugin(
     name="comics",
@@ -36,6 +42,6 @@ PLUGIN = DomainPlugin(
     zeroshot_data=lazy(f"{COMICS}.evaluation_data:zeroshot_data"),
     retrieval_data=lazy(f"{COMICS}.evaluation_data:retrieval_data"),
     templates=lazy(f"{COMICS}.templates:templates"),
-    evaluations={"closure": CLOSURE},
+    evaluations={"closure": CLOSURE, "detection": DETECTION},
     commands={"predict": PREDICT},
 )

@@ -3,7 +3,8 @@
 ``<root>/annotations/*.json`` are COCO detection files whose ``images[].file_name`` is
 ``<book>/<page file>`` under ``<root>/images/``; categories are panel 1, character 2, balloon 3,
 text 4, onomatopoeia 5, link_sbsc 6 (speaker link), face 7. Boxes are COCO ``[x, y, w, h]``.
-Optional fields this reader uses: ``text`` (transcription) on text/balloon annotations,
+Balloons are kept apart as ``Page.balloons`` (outlines), since their texts are the text annotations
+inside them. Optional fields this reader uses: ``text`` (transcription) on text annotations,
 ``character`` (an identity shared across pages and books) and ``name`` on character/face
 annotations, and on link_sbsc
 annotations ``text_id`` / ``character_id`` (annotation ids of the text and the speaking character,
@@ -118,7 +119,7 @@ def _read_page(
         raise ComicsDataError(
             path, f"image id {image.get('id')!r}: page image {page_path} is missing"
         )
-    frames, texts, people = [], [], []
+    frames, texts, people, balloons = [], [], [], []
     boxes: dict[int, TextBox | CharacterBox] = {}
     links = []
     for annotation in annotations:
@@ -134,7 +135,9 @@ def _read_page(
         box = check_box((x, y, x + w, y + h), width, height, path, what)
         if category == "panel":
             frames.append(box)
-        elif category in ("text", "balloon", "onomatopoeia"):
+        elif category == "balloon":
+            balloons.append(box)
+        elif category in ("text", "onomatopoeia"):
             kind = "onomatopoeia" if category == "onomatopoeia" else "dialogue"
             item = TextBox(
                 box, str(annotation.get("text", "")).strip(), str(annotation.get("id")), kind=kind
@@ -163,4 +166,6 @@ def _read_page(
         text.speaker = speaker.character
     panels = assemble_panels(frames, texts, people, book.direction)
     index = int(image.get("page_index", position))
-    return Page(image=page_path, index=index, width=width, height=height, panels=panels)
+    return Page(
+        image=page_path, index=index, width=width, height=height, panels=panels, balloons=balloons
+    )

@@ -91,6 +91,9 @@ class Page:
     width: int
     height: int
     panels: list[Panel] = field(default_factory=list)
+    balloons: list[Box] = field(default_factory=list)
+    """Speech-balloon outlines where the format has them (CoMix category balloon); the texts are
+    the text regions inside them, so a balloon is never a second copy of its text."""
 
 
 @dataclass

@@ -10,9 +10,11 @@ Synthetic, and the README.txt it writes says so. What a model can learn from it:
 - a story rule across consecutive panels: a scene of four panels keeps its two characters and its
   setting while the time of day advances morning → day → evening → night.
 
-Western books (left to right) are written as CoMix COCO, manga (right to left: the first balloon
-and panel are on the right) as Manga109 XML with Manga109Dialog speaker links; the held-out books
-(``splits.json``) also become COMICS panel crops, OCR CSV and cloze folds, and ComicsPAP records.
+Western books (left to right) are written as CoMix COCO (with balloon outlines and, inside each,
+its text region as the text box), manga (right to left: the first balloon and panel are on the
+right) as Manga109 XML (text regions, no balloon class, as Manga109) with Manga109Dialog speaker
+links; the held-out books (``splits.json``) also become COMICS panel crops, OCR CSV and cloze
+folds, and ComicsPAP records.
 """
 
 from __future__ import annotations
@@ -233,7 +235,10 @@ def _draw_balloon(
     for row in range(3):  # the words, too small to read at model resolution
         ly = balloon[1] + 6 + row * 4
         draw.line((balloon[0] + 7, ly, balloon[2] - 7 - 4 * row, ly), fill=(90, 90, 90))
-    return {"box": balloon, "text": text, "speaker": figure}
+    # The text region: the lettering's extent (three rows at most) plus a pixel, since Manga109
+    # and CoMix text boxes hold the words, not the balloon around them.
+    region = (balloon[0] + 6, balloon[1] + 5, balloon[2] - 6, balloon[1] + 17)
+    return {"box": balloon, "region": region, "text": text, "speaker": figure}
 
 
 # -- writers -------------------------------------------------------------------------------------
@@ -287,7 +292,7 @@ def write_manga109(root: Path, books: list[BookSpec]) -> None:
                     )
                 for text in panel.texts:
                     text_id = _hex(counter)
-                    _box(page_element, "text", text_id, text["box"]).text = text["text"]
+                    _box(page_element, "text", text_id, text["region"]).text = text["text"]
                     ET.SubElement(
                         dialog,
                         "speaker_to_text",
@@ -355,11 +360,12 @@ def write_comix(root: Path, books: list[BookSpec]) -> None:
                     bodies[figure["character"]] = add(image_id, 2, figure["body"], **who)
                     add(image_id, 7, figure["face"], **who)
                 for text in panel.texts:
-                    text_id = add(image_id, 4, text["box"], text=text["text"])
+                    add(image_id, 3, text["box"])
+                    text_id = add(image_id, 4, text["region"], text=text["text"])
                     add(
                         image_id,
                         6,
-                        text["box"],
+                        text["region"],
                         text_id=text_id,
                         character_id=bodies[text["speaker"]["character"]],
                     )
