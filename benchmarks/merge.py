@@ -1,116 +1,142 @@
-"""Merging two fine-tunes of one base: each merged model's accuracy as a share of each specialist's.
+"""Merging two fine-tunes of one base, per domain: each merged model's accuracy as a share of each
+specialist's and of the base's, over several seeds.
 
-A base RSMCLIP is pretrained (as in ``benchmarks/adapt.py``) on the captions of four scene classes
-of the demo sample; two specialists are LoRA fine-tunes of it, one per held-out task (three unseen
-classes each). Every merge method (task arithmetic, TIES, DARE, average; through
-``domainvlm.core.merging``, adapter files folded in first) is swept over λ, λ picked on a
-validation split of both tasks (mean accuracy; ``sweep_scale``, as ``domainvlm merge --scales``
-does), then tested on each task's test split. Prints one JSON line per method: per task the
-merged acc1, the specialist's and the base's, and the ratio.
+Per domain and seed (``benchmarks/fewshot_domains.py``): a base is pretrained; two specialists are
+LoRA fine-tunes of it, one per task - remote sensing: "built" (Highway, Industrial, Residential)
+and "water" (River, SeaLake, PermanentCrop), six classes the base never saw; medical: organ
+(chest / brain / abdomen) and modality (CT / radiograph) of held-out-split images. Every merge
+method (task arithmetic, TIES, DARE, average; through ``domainvlm.core.merging``, adapter files
+folded in first, lineage checked) is swept over λ, λ picked on a validation half of both tasks
+(mean accuracy; ``sweep_scale``, as ``domainvlm merge --scales`` does), then tested on the other
+half. Prints one JSON line per domain, method and seed (per task: merged, specialist and base
+acc1, the merged model's share of the specialist's and of the base's accuracy), then per domain
+and method the mean and sample std over seeds, and per domain CPU and wall seconds and the load.
 
-    python benchmarks/merge.py [--sample DIR] [--steps 40] [--pretrain-steps 100]
+    python benchmarks/merge.py [--domains remote_sensing,medical] [--seeds 0,1,2] [--steps 40]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from adapt import accuracy, finetune, load_chips, new_system, pretrain, save
+from adapt import PRETRAIN_STEPS, accuracy, finetune
 from domainvlm.core.checkpoint import load_system
 from domainvlm.core.merging import load_for_merge, sweep_scale
-from domainvlm.domains.remote_sensing.knowledge import class_names
-from domainvlm.domains.remote_sensing.sample import write_sample
+from fewshot_domains import DOMAINS, save, split
 
-TASKS = {
-    "built": ("Highway", "Industrial", "Residential"),
-    "water": ("River", "SeaLake", "PermanentCrop"),
-}
 SWEEP = {
     "task-arithmetic": [0.3, 0.5, 0.7, 1.0],
     "ties": [0.5, 0.7, 1.0, 1.5],
     "dare": [0.3, 0.5, 0.7, 1.0],
     "average": [1.0],
 }
+DENSITY = 0.5
 
 
-def split(labels, classes, shots, rng):
-    """Per class: ``shots`` to train, then half of the rest to validate and half to test."""
-    parts = {"train": [], "val": [], "test": []}
-    for k, cls in enumerate(classes):
-        members = rng.permutation([i for i, label in enumerate(labels) if label == cls])
-        rest = members[shots:]
-        parts["train"] += [(i, k) for i in members[:shots]]
-        parts["val"] += [(i, k) for i in rest[: len(rest) // 2]]
-        parts["test"] += [(i, k) for i in rest[len(rest) // 2 :]]
-    return parts
+def run_seed(domain, args, seed: int, work: Path) -> dict[str, dict]:
+    """Specialists, their base and every merge method on one seed."""
+    tasks = {name: domain.task(name, classes) for name, classes in domain.merge_tasks.items()}
+    excluded = {c for task in tasks.values() for c in task.classes}
+    base = domain.pretrain(excluded, args.pretrain_steps[domain.name], seed, work / "b")
+    rng = np.random.default_rng(seed)
+    data, specialists = {}, {}
+    for name, task in tasks.items():
+        data[name] = split(domain, task, args.shots, rng, halves=True)
+        system = domain.new_system({"base": str(base), **domain.lora}, seed)
+        finetune(domain, system, task, *data[name]["train"], args.steps, domain.lora_lr)
+        specialists[name] = work / f"{name}.ckpt"
+        save(system, specialists[name])
+
+    def score(system, part: str) -> dict[str, float]:
+        return {
+            name: accuracy(domain, system, task, *data[name][part]) for name, task in tasks.items()
+        }
+
+    base_acc = score(load_system(base), "test")
+    own = {name: score(load_system(path), "test")[name] for name, path in specialists.items()}
+    lineage, base_state, states = load_for_merge([str(specialists[name]) for name in tasks])
+    merged_system = domain.new_system(seed=seed)
+    rows = {}
+    for method, scales in SWEEP.items():
+        best, _, _ = sweep_scale(
+            merged_system,
+            base_state,
+            states,
+            scales,
+            lambda system: score(system, "val"),
+            method,
+            density=DENSITY,
+            seed=seed,
+        )
+        test = score(merged_system, "test")
+        rows[method] = {"scale": best, "density": DENSITY}
+        for name in tasks:
+            rows[method][name] = {
+                "merged_acc1": test[name],
+                "specialist_acc1": own[name],
+                "base_acc1": base_acc[name],
+                "share_of_specialist": test[name] / own[name],
+                "share_of_base": test[name] / base_acc[name],
+                "test_images": len(data[name]["test"][1]),
+            }
+    return rows
+
+
+def summarise(name: str, runs: list[dict[str, dict]]) -> list[dict]:
+    lines = []
+    for method, row in runs[0].items():
+        line = {"domain": name, "method": method, "seeds": len(runs)}
+        line["scales"] = [run[method]["scale"] for run in runs]
+        for task in row:
+            if not isinstance(row[task], dict):
+                continue
+            for key in ("merged_acc1", "specialist_acc1", "base_acc1", "share_of_specialist"):
+                values = np.array([run[method][task][key] for run in runs])
+                std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                line[f"{task}_{key}"] = [float(values.mean()), std]
+        lines.append(line)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domains", default="remote_sensing,medical")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--pretrain-steps", type=int, default=100)
-    parser.add_argument("--sample", type=Path, help="the demo sample (written here if missing)")
+    parser.add_argument("--pretrain-steps", type=int, help="base pretraining steps (per domain)")
+    parser.add_argument("--samples", type=Path, help="folder of the demo samples (kept there)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    names = class_names("EuroSAT")
+    args.pretrain_steps = {
+        name: args.pretrain_steps or steps for name, steps in PRETRAIN_STEPS.items()
+    }
+    seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        sample = args.sample or root / "sample"
-        if not (sample / "dataset_rsmclip.json").is_file():
-            write_sample(sample, "demo")
-        images, labels, captions = load_chips(sample)
-        held_out = {c for classes in TASKS.values() for c in classes}
-        seen = [i for i, label in enumerate(labels) if label not in held_out]
-        base = pretrain(images[seen], [captions[i] for i in seen], args.pretrain_steps, root / "b")
-        rng = np.random.default_rng(0)
-        data, specialists = {}, {}
-        for task, classes in TASKS.items():
-            parts = split(labels, classes, args.shots, rng)
-            data[task] = {
-                part: (images[[i for i, _ in rows]], torch.tensor([k for _, k in rows]))
-                for part, rows in parts.items()
-            }
-            data[task]["prompts"] = [f"a satellite image of {names[c]}." for c in classes]
-            system = new_system({"base": str(base), "r": 4, "alpha": 8})
-            x, y = data[task]["train"]
-            finetune(system, x, y, data[task]["prompts"], args.steps, 1e-3)
-            specialists[task] = root / f"{task}.ckpt"
-            save(system, specialists[task])
-
-        def score(system, part):
-            return {t: accuracy(system, *data[t][part], data[t]["prompts"]) for t in TASKS}
-
-        base_acc = score(load_system(base), "test")
-        own = {t: score(load_system(specialists[t]), "test")[t] for t in TASKS}
-        lineage, base_state, states = load_for_merge([str(specialists[t]) for t in TASKS])
-        merged_system = new_system()
-        for method, scales in SWEEP.items():
-            best, _, _ = sweep_scale(
-                merged_system,
-                base_state,
-                states,
-                scales,
-                lambda system: score(system, "val"),
-                method,
-                density=0.5,
-            )
-            test = score(merged_system, "test")
-            row = {"method": method, "scale": best, "density": 0.5}
-            for t in TASKS:
-                row[t] = {
-                    "merged_acc1": test[t],
-                    "specialist_acc1": own[t],
-                    "base_acc1": base_acc[t],
-                    "share_of_specialist": test[t] / own[t],
-                }
-            print(json.dumps(row))
+        work = Path(tmp)
+        samples = args.samples or work
+        for name in args.domains.split(","):
+            cpu, wall, load = time.process_time(), time.perf_counter(), os.getloadavg()[0]
+            domain = DOMAINS[name](samples / name)
+            runs = []
+            for seed in seeds:
+                runs.append(run_seed(domain, args, seed, work))
+                for method, row in runs[-1].items():
+                    print(json.dumps({"domain": name, "method": method, "seed": seed, **row}))
+            for line in summarise(name, runs):
+                print(json.dumps(line))
+            cost = {"domain": name, "cpu_s": time.process_time() - cpu}
+            cost |= {"wall_s": time.perf_counter() - wall, "pretrain_steps": args.pretrain_steps}
+            cost["load_average"] = [load, os.getloadavg()[0]]
+            print(json.dumps(cost), flush=True)
     return 0
 
 
