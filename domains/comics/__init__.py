@@ -25,6 +25,25 @@ DETECTION = DomainEvaluation(
     run=lazy(f"{COMICS}.detection_eval:run"),
     format_table=lazy(f"{COMICS}.detection_eval:format_table"),
 )
+GROUNDING = f"{COMICS}.grounding_evaluation"
+SPEAKERS = DomainEvaluation(
+    help="speakers: text-to-speaker link precision, recall, F1 beside nearest-character and random",
+    add_arguments=lazy(f"{GROUNDING}:add_speaker_arguments"),
+    run=lazy(f"{GROUNDING}:run_speakers"),
+    format_table=lazy(f"{GROUNDING}:format_speakers"),
+)
+CHARACTERS = DomainEvaluation(
+    help="characters: clustering AMI across each book and naming accuracy from a character bank",
+    add_arguments=lazy(f"{GROUNDING}:add_character_arguments"),
+    run=lazy(f"{GROUNDING}:run_characters"),
+    format_table=lazy(f"{GROUNDING}:format_characters"),
+)
+ORDER = DomainEvaluation(
+    help="order: panel and text reading order, exact-page accuracy and Kendall tau, learned vs rule",
+    add_arguments=lazy(f"{GROUNDING}:add_order_arguments"),
+    run=lazy(f"{GROUNDING}:run_order"),
+    format_table=lazy(f"{GROUNDING}:format_order"),
+)
 
 PLUGIN = DomainPlugin(
     name="comics",
@@ -42,6 +61,12 @@ PLUGIN = DomainPlugin(
     zeroshot_data=lazy(f"{COMICS}.evaluation_data:zeroshot_data"),
     retrieval_data=lazy(f"{COMICS}.evaluation_data:retrieval_data"),
     templates=lazy(f"{COMICS}.templates:templates"),
-    evaluations={"closure": CLOSURE, "detection": DETECTION},
+    evaluations={
+        "closure": CLOSURE,
+        "detection": DETECTION,
+        "speakers": SPEAKERS,
+        "characters": CHARACTERS,
+        "order": ORDER,
+    },
     commands={"predict": PREDICT},
 )
