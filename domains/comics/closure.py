@@ -6,7 +6,8 @@
 
 ``ROOT`` is a COMICS root (``raw_panel_images/`` + ``folds/``), a folder of ComicsPAP records, or a
 folder holding ``comics/`` and ``comicspap/`` (the sample). ``char_coherence`` is both a COMICS
-and a ComicsPAP task: ``--benchmark`` picks one (default COMICS). Every instance goes through the
+and a ComicsPAP task: ``--benchmark`` picks one (default COMICS where ``ROOT`` has COMICS folds,
+else ComicsPAP). Every instance goes through the
 one API, ``ComicsCLIP.score``; the table follows the published COMICS table (tasks × folds as
 columns, models as rows, the paper's NC models for reference).
 """
@@ -47,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--benchmark",
         choices=("comics", "comicspap"),
-        help="only this benchmark's tasks (task all), or which char_coherence (default COMICS)",
+        help="only this benchmark's tasks (task all), or which char_coherence (default COMICS "
+        "where the data has COMICS folds)",
     )
     parser.add_argument("--fold", default="all", help="COMICS fold: test_easy, test_hard or all")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad rows with a warning")
@@ -73,7 +75,10 @@ def planned(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             plan += [("comics", t, f) for t in COMICS_TASKS for f in folds(t)]
         if has_pap and args.benchmark in (None, "comicspap"):
             plan += [("comicspap", t, args.split) for t in COMICSPAP_TASKS]
-    elif args.task in COMICS_TASKS and (args.benchmark or "comics") == "comics":
+    elif (
+        args.task in COMICS_TASKS
+        and (args.benchmark or ("comics" if has_comics or not has_pap else "comicspap")) == "comics"
+    ):
         plan += [("comics", args.task, f) for f in folds(args.task)]
     else:
         plan.append(("comicspap", args.task, args.split))

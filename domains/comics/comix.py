@@ -9,6 +9,8 @@ inside them. Optional fields this reader uses: ``text`` (transcription) on text 
 annotations, and on link_sbsc
 annotations ``text_id`` / ``character_id`` (annotation ids of the text and the speaking character,
 as CoMix's XML ``<link_sbsc text_id character_id>``). Western books read left to right.
+CoMix's XML files (``annotations/*.xml``, read by ``comix_xml``) may sit beside or instead of the
+COCO files; a book found in both is read from each and its pages joined.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from domainvlm.core.files import resolve_within
+from domainvlm.domains.comics.comix_xml import read_comix_xml, xml_files
 from domainvlm.domains.comics.pages import (
     BadInput,
     Book,
@@ -47,7 +50,10 @@ def coco_files(root: Path) -> list[Path]:
 
 
 def is_comix_root(root: Path) -> bool:
-    return (root / "images").is_dir() and bool(coco_files(root))
+    """``images/`` with COCO files, or with XML files that are not Manga109's (no books.txt)."""
+    if not (root / "images").is_dir():
+        return False
+    return bool(coco_files(root)) or (bool(xml_files(root)) and not (root / "books.txt").is_file())
 
 
 def read_comix(
@@ -56,16 +62,25 @@ def read_comix(
     directions: dict[str, Direction] | None = None,
     skip_bad: BadInput | None = None,
 ) -> list[Book]:
-    """Books of every COCO file under ``root``, pages in file-name order, panels in reading order."""
+    """Books of every COCO and XML file under ``root``, pages in order, panels in reading order."""
     root = Path(root)
     bad = skip_bad or BadInput()
     books: dict[str, Book] = {}
-    for path in coco_files(root):
-        for book in _read_coco(root, path, direction, directions or {}, bad):
-            if book.title in books:
-                books[book.title].pages.extend(book.pages)
-            else:
-                books[book.title] = book
+    found = [
+        book
+        for path in coco_files(root)
+        for book in _read_coco(root, path, direction, directions or {}, bad)
+    ] + [
+        book
+        for path in xml_files(root)
+        for book in read_comix_xml(root, path, direction, directions or {}, bad)
+    ]
+    for book in found:
+        if book.title in books:
+            books[book.title].pages.extend(book.pages)
+            books[book.title].characters.update(book.characters)
+        else:
+            books[book.title] = book
     for book in books.values():
         book.pages.sort(key=lambda page: (page.index, str(page.image)))
     return list(books.values())

@@ -4,7 +4,9 @@ An item is a window of consecutive panels of one book in reading order (the cont
 panel after it), each panel cropped from its page through its box with the texts inside it; other
 panels of the same book as negatives for the self-supervised closure objective (no cloze labels:
 the true next panel against its own book's panels, optionally those that show other characters
-than the true one, so only who is in a panel tells them apart); and character crops with their
+than the true one, so only who is in a panel tells them apart); the true panel beside a copy whose
+first and last text regions (in reading order) trade pixels, so who says what is the only
+difference (character coherence, as ComicsPAP builds it); and character crops with their
 identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
 character in view.
 """
@@ -87,6 +89,10 @@ class PanelSequenceDataset(Dataset):
         self.near_negatives = near_negatives
         self.cast_negatives = cast_negatives
         self.epoch = 0
+        settings = transform.settings
+        self.pair_transform = ImageTransform(settings["size"], settings["mean"], settings["std"])
+        """Both panels of a swapped pair go through the same (eval) geometry, so their texts are
+        all that differs."""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -141,9 +147,22 @@ class PanelSequenceDataset(Dataset):
             "negative_texts": [panel.dialogue for _, panel in negatives],
             "reordered_text": " ".join(target_texts[::-1]),
             "has_order": len(target_texts) >= 2 and target_texts[0] != target_texts[-1],
+            **self._swapped_pair(*window[target]),
             "characters": crops,
             "character_ids": identities,
         }
+
+    def _swapped_pair(self, page: Page, panel: Panel) -> dict[str, Any]:
+        """``swap_pair``: the panel and its copy with the first and last texts' pixels swapped
+        (each resized to the other's box); ``has_swap`` false (and zeros) when the panel has no
+        two distinct, non-overlapping text regions."""
+        size = self.transform.settings["size"]
+        pixels = read_crop(panel_address(page, panel))
+        swapped = swap_regions(pixels, panel)
+        if swapped is None:
+            return {"swap_pair": torch.zeros(2, 3, size, size), "has_swap": False}
+        pair = [self.pair_transform(squash(image, size)) for image in (pixels, swapped)]
+        return {"swap_pair": torch.stack(pair), "has_swap": True}
 
     def _characters(self, window: list, rng: random.Random) -> tuple[Tensor, Tensor]:
         """Body crops (faces when a panel has no body box) labelled by character id as the
@@ -166,6 +185,39 @@ class PanelSequenceDataset(Dataset):
             crops.append(torch.zeros(3, size, size))
             ids.append(-1)
         return torch.stack(crops), torch.tensor(ids, dtype=torch.long)
+
+
+def swap_regions(pixels: np.ndarray, panel: Panel) -> np.ndarray | None:
+    """A copy of the panel crop ``pixels`` in which its first and last texts (reading order, with
+    different words) trade places, each resized into the other's box; None when there are not two
+    such texts or their boxes overlap."""
+    texts = [text for text in panel.texts if text.text]
+    if len(texts) < 2 or texts[0].text == texts[-1].text:
+        return None
+    px, py = panel.box[:2]
+    height, width = pixels.shape[:2]
+    boxes = []
+    for text in (texts[0], texts[-1]):
+        x1, y1, x2, y2 = text.box
+        x1, y1 = max(int(x1 - px), 0), max(int(y1 - py), 0)
+        x2, y2 = min(int(round(x2 - px)), width), min(int(round(y2 - py)), height)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            return None
+        boxes.append((x1, y1, x2, y2))
+    (a1, b1, a2, b2), (c1, d1, c2, d2) = boxes
+    if a1 < c2 and c1 < a2 and b1 < d2 and d1 < b2:
+        return None
+    out = pixels[:, :, :3].copy()
+    first, last = out[b1:b2, a1:a2].copy(), out[d1:d2, c1:c2].copy()
+    out[b1:b2, a1:a2] = _resized(last, a2 - a1, b2 - b1)
+    out[d1:d2, c1:c2] = _resized(first, c2 - c1, d2 - d1)
+    return out
+
+
+def _resized(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
 
 
 def _cast(panel: Panel) -> frozenset[str]:

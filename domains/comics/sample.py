@@ -66,6 +66,8 @@ SIZES = {
 PAGE_W, PAGE_H, GUTTER = 240, 330, 8
 LAYOUTS = ((2, 2, 2), (2, 1, 2), (1, 2, 2), (2, 2, 1))
 SCENE_LENGTH = len(TIMES)
+LETTER_WIDTH = 2.0
+"""Pixels per character of the dashes that stand for a balloon's words."""
 
 
 @dataclass
@@ -232,13 +234,28 @@ def _draw_balloon(
         outline=(0, 0, 0),
     )
     draw.ellipse(balloon, fill=(255, 255, 255), outline=(0, 0, 0))
-    for row in range(3):  # the words, too small to read at model resolution
-        ly = balloon[1] + 6 + row * 4
-        draw.line((balloon[0] + 7, ly, balloon[2] - 7 - 4 * row, ly), fill=(90, 90, 90))
+    letter(draw, balloon, text)
     # The text region: the lettering's extent (three rows at most) plus a pixel, since Manga109
     # and CoMix text boxes hold the words, not the balloon around them.
     region = (balloon[0] + 6, balloon[1] + 5, balloon[2] - 6, balloon[1] + 17)
     return {"box": balloon, "region": region, "text": text, "speaker": figure}
+
+
+def letter(draw: ImageDraw.ImageDraw, balloon: tuple, text: str) -> None:
+    """The words of ``text`` as dashes as long as the words, in up to three rows inside the text
+    region: too small to read at model resolution, but what a balloon says changes what it shows
+    (more words, more ink), as lettering does; a balloon whose text was swapped looks different."""
+    left, right = balloon[0] + 7, balloon[2] - 7
+    x, row = left, 0
+    for word in text.split():
+        length = max(2, round(LETTER_WIDTH * len(word)))
+        if x + length > right and x > left:
+            x, row = left, row + 1
+        if row == 3:
+            break
+        y = balloon[1] + 6 + 4 * row
+        draw.rectangle((x, y, min(x + length, right), y + 1), fill=(30, 30, 30))
+        x += length + 2
 
 
 # -- writers -------------------------------------------------------------------------------------

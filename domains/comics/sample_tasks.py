@@ -3,8 +3,11 @@ records and zero-shot panel tags, all from the held-out books only.
 
 Hard COMICS folds draw wrong candidates from the same book, easy ones from other books (as the
 COMICS paper does). ComicsPAP negatives: visual and text closure, caption relevance and sequence
-filling use other panels of the same book; character coherence uses panels of the same time of
-day with other characters, so only the characters tell them apart.
+filling use other panels of the same book. Character coherence is built as the ComicsPAP release
+builds it: two options, the answer panel and the same panel with the texts of its two balloons
+swapped (re-lettered), so the question is who says what. The sample's text closure differs from
+the release (whose options are the answer panel re-lettered with other panels' texts): its wrong
+options are panels of the same cast at other times of day.
 """
 
 from __future__ import annotations
@@ -16,11 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domainvlm.core.files import atomic_open, atomic_write_json
+from domainvlm.domains.comics.comicspap import write_parquet
+from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
     from domainvlm.domains.comics.sample import BookSpec, PanelSpec
 
 CONTEXT = 3
+PARQUET_FOLDER = "comicspap_parquet"
+"""The same ComicsPAP records as the Hugging Face release stores them (Parquet, images embedded)."""
+SWAPPED = "_swapped"
+"""Suffix of a panel image whose two balloons' texts are swapped (ComicsPAP char coherence)."""
 TAGS_FILE = "panel_tags.csv"
 
 
@@ -50,6 +59,10 @@ def write_task_files(out: Path, books: list[BookSpec], rng: random.Random) -> No
                     out / "comics" / "raw_panel_images" / str(comic) / f"{page.index}_{number}.jpg",
                 )
                 _save_jpeg(crop, out / "comicspap" / "images" / f"{panel_id}.jpg")
+                _save_jpeg(
+                    swapped_balloons(page.image, panel).crop(panel.box),
+                    out / "comicspap" / "images" / f"{panel_id}{SWAPPED}.jpg",
+                )
                 for box_no, text in enumerate(panel.texts):
                     x1, y1, x2, y2 = text["box"]
                     px, py = panel.box[:2]
@@ -91,7 +104,24 @@ def write_task_files(out: Path, books: list[BookSpec], rng: random.Random) -> No
     _csv(out / TAGS_FILE, ["image", "x1", "y1", "x2", "y2", "tag"], tag_rows)
     for difficulty in ("easy", "hard"):
         _write_folds(out / "comics" / "folds", entries, difficulty, rng)
-    atomic_write_json(out / "comicspap" / "records.json", _comicspap(entries, rng))
+    records = _comicspap(entries, rng)
+    atomic_write_json(out / "comicspap" / "records.json", records)
+    write_parquet(records, out / "comicspap", out / PARQUET_FOLDER)
+
+
+def swapped_balloons(page: Image.Image, panel: PanelSpec) -> Image.Image:
+    """The page with the texts of ``panel``'s first and last balloons swapped: each balloon is
+    blanked and lettered again with the other's words, its outline and tail unchanged."""
+    from domainvlm.domains.comics.sample import letter
+
+    copy = page.copy()
+    draw = ImageDraw.Draw(copy)
+    words = [text["text"] for text in panel.texts]
+    words[0], words[-1] = words[-1], words[0]
+    for text, new in zip(panel.texts, words):
+        draw.ellipse(text["box"], fill=(255, 255, 255), outline=(0, 0, 0))
+        letter(draw, text["box"], new)
+    return copy
 
 
 def _others(
@@ -209,13 +239,7 @@ def _comicspap(entries: list, rng: random.Random) -> list[dict]:
                 CONTEXT,
                 items[t - 1][1].dialogue,
             )
-            others = [
-                item_id
-                for b, other in enumerate(entries)
-                for item_id, p in other
-                if p.time == panel.time and set(p.cast) != set(panel.cast) and item_id != panel_id
-            ]
-            add("char_coherence", context, panel_id, rng.sample(others, 2), CONTEXT)
+            add("char_coherence", context, panel_id, [panel_id + SWAPPED], CONTEXT)
             if t + 1 < len(items):
                 gap = rng.randrange(1, CONTEXT)
                 window = ids[t - CONTEXT + 1 : t + 2]

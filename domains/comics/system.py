@@ -9,6 +9,9 @@
 - ``L_closure``: cross-entropy of the ``ClosureScorer`` picking the true masked panel of a window
   (its image, its text, or its texts in their true order) against panels of the same book. It
   needs panel order only, never cloze labels, and trains the one scorer every closure task uses.
+  Plus ``λ_swap`` times the same cross-entropy on the true masked panel against its copy whose
+  first and last text regions trade pixels (who says what: character coherence as ComicsPAP
+  builds it, from the text boxes the formats annotate).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class ComicsCLIP(BaseSystem):
         text_option_prob: float = 0.35,
         order_option_prob: float = 0.15,
         hint_prob: float = 0.25,
+        swap_weight: float = 0.5,
         **kwargs: Any,
     ) -> None:
         """
@@ -78,6 +82,7 @@ class ComicsCLIP(BaseSystem):
             order_option_prob: share whose options are one panel's texts in true vs reversed
                 order (character coherence).
             hint_prob: chance that a step shows the masked panel's other modality as a hint.
+            swap_weight: λ_swap, weight of the swapped-texts choice in the closure loss (0 off).
         """
         super().__init__(**kwargs)
         self.model, model_preprocessing = build_clip(model_name, pretrained, image_size=image_size)
@@ -146,7 +151,18 @@ class ComicsCLIP(BaseSystem):
             logits, labels = self._closure_logits(batch, images, text_emb, stage)
             losses["closure"] = F.cross_entropy(logits, labels)
             losses["closure_accuracy"] = (logits.argmax(1) == labels).float().mean().detach()
-            loss = loss + self.hparams.closure_weight * losses["closure"]
+            closure = losses["closure"]
+            swap = (
+                self._swap_logits(batch, images, text_emb, stage)
+                if self.hparams.swap_weight > 0
+                else None
+            )
+            if swap is not None:
+                logits, labels = swap
+                losses["closure_swap"] = F.cross_entropy(logits, labels)
+                losses["swap_accuracy"] = (logits.argmax(1) == labels).float().mean().detach()
+                closure = closure + self.hparams.swap_weight * losses["closure_swap"]
+            loss = loss + self.hparams.closure_weight * closure
         losses["loss"] = loss
         losses["logit_scale"] = self.logit_scale().detach()
         return losses
@@ -225,6 +241,42 @@ class ComicsCLIP(BaseSystem):
             hint_mask,
         )
         return logits, labels
+
+    def _swap_logits(
+        self, batch: dict, images: Tensor, texts: Tensor, stage: str
+    ) -> tuple[Tensor, Tensor] | None:
+        """The true masked panel against its swapped-texts copy, in the window's context."""
+        if "swap_pair" not in batch or not batch["has_swap"].any():
+            return None
+        keep = batch["has_swap"].to(images.device).nonzero().flatten()
+        size, length, _ = images.shape
+        target = batch["target"].to(images.device)[keep]
+        pair = batch["swap_pair"].to(images.device)[keep]
+        options = F.normalize(self.encode_image(pair.flatten(0, 1)), dim=-1).view(len(keep), 2, -1)
+        positions = torch.arange(length, device=images.device).expand(len(keep), -1)
+        context_mask = positions != target[:, None]
+        context_positions = positions[context_mask].view(len(keep), length - 1)
+        context_images = images[keep][context_mask].view(len(keep), length - 1, -1)
+        context_texts = texts[keep][context_mask].view(len(keep), length - 1, -1)
+        if stage == "train" and torch.rand(()).item() < 0.3:
+            context_texts = torch.zeros_like(context_texts)
+        if stage == "train":
+            flip = torch.rand(len(keep), device=images.device) < 0.5
+        else:  # a fixed half swapped, so validation is comparable across epochs
+            flip = torch.arange(len(keep), device=images.device) % 2 == 1
+        options = torch.where(flip[:, None, None], options.flip(1), options)
+        hint_mask = torch.rand(len(keep), device=images.device) < self.hparams.hint_prob
+        logits = self.scorer(
+            context_images,
+            context_texts,
+            context_positions,
+            options,
+            IMAGE,
+            target,
+            texts[keep, target],
+            hint_mask,
+        )
+        return logits, flip.long()
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()

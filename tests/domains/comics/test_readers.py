@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from domainvlm.domains.comics.books import load_books
 from domainvlm.domains.comics.comics_folds import read_fold, read_ocr
@@ -87,6 +88,16 @@ def test_comicspap_records(sample_root: Path) -> None:
     assert filling and all(i.mask_index is not None and 0 < i.mask_index < 3 for i in filling)
     caption = read_comicspap(sample_root, "caption_relevance")
     assert all(i.context_texts and i.context_texts[-1] for i in caption)
+    # character coherence as the release builds it: the answer panel and the same panel with its
+    # two balloons' texts swapped; the pixels differ inside the balloons only
+    coherence = read_comicspap(sample_root, "char_coherence")
+    assert coherence and {i.chance for i in coherence} == {0.5}
+    for instance in coherence[:3]:
+        right, wrong = (Path(instance.options[k]) for k in (instance.answer, 1 - instance.answer))
+        assert wrong.name == right.name.replace(".jpg", "_swapped.jpg")
+        difference = np.abs(read_crop(right).astype(int) - read_crop(wrong).astype(int)).max(axis=2)
+        rows = np.nonzero(difference.max(axis=1) > 60)[0]
+        assert rows.size and rows.max() < 30  # balloons sit in the panel's top 30 pixels
 
 
 def _copy(sample_root: Path, tmp_path: Path) -> Path:
@@ -191,3 +202,197 @@ def test_comix_speaker_link_to_nothing(sample_root: Path, tmp_path: Path) -> Non
         ComicsDataError, match=rf"comix_sample.json: annotation id {link['id']} \(link_sbsc\)"
     ):
         read_comix(root / "comix")
+
+
+def _parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("context", pa.list_(image)),
+            ("options", pa.list_(image)),
+            ("index", pa.int32()),
+            ("solution_index", pa.int32()),
+            ("split", pa.string()),
+            ("task_type", pa.string()),
+            ("previous_panel_caption", pa.string()),
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 4), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _row(task: str, options: list[dict], answer: int = 1, index: int = 2) -> dict:
+    context = [{"bytes": _png((10 * i, 0, 0)), "path": f"c{i}.png"} for i in range(2)]
+    return {
+        "sample_id": f"{task}-0",
+        "context": context,
+        "options": options,
+        "index": index,
+        "solution_index": answer,
+        "split": "test",
+        "task_type": task,
+        "previous_panel_caption": "",
+    }
+
+
+def test_comicspap_parquet_round_trip(tmp_path: Path) -> None:
+    from domainvlm.core.images import read_image
+
+    red, blue = _png((255, 0, 0)), _png((0, 0, 255))
+    options = [{"bytes": red, "path": "red.dcm"}, {"bytes": blue, "path": "blue.png"}]
+    _parquet(
+        tmp_path / "char_coherence/test-00000-of-00001.parquet",
+        [_row("char_coherence", options), _row("char_coherence", options, answer=0, index=1)],
+    )
+    # another task's shard and another split's shard are not opened (they are not Parquet)
+    (tmp_path / "visual_closure").mkdir()
+    (tmp_path / "visual_closure/test-00000-of-00001.parquet").write_bytes(b"not parquet")
+    (tmp_path / "char_coherence/val-00000-of-00001.parquet").write_bytes(b"not parquet")
+    instances = read_comicspap(tmp_path, "char_coherence")
+    assert [(i.answer, i.mask_index, len(i.options)) for i in instances] == [
+        (1, None, 2),
+        (0, 1, 2),
+    ]
+    first = instances[0]
+    # decoded as PNG through core.images whatever the embedded name says (".dcm" is not DICOM)
+    assert tuple(read_image(first.options[0])[0, 0]) == (255, 0, 0)
+    assert tuple(read_image(first.options[1])[0, 0]) == (0, 0, 255)
+    assert first.options[0] == instances[1].options[0]  # one file per distinct image
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ([{"bytes": b"", "path": "x.png"}], r"row 1: options\[0\] has empty or non-binary bytes"),
+        (
+            [{"bytes": b"%!PS-Adobe-3.0 EPSF", "path": "x.png"}],
+            r"row 1: options\[0\] is not a decodable",
+        ),
+    ],
+)
+def test_comicspap_parquet_bad_rows_name_file_and_row(
+    tmp_path: Path, options: list, problem: str
+) -> None:
+    good = [{"bytes": _png((0, 0, 0)), "path": "k.png"}]
+    path = _parquet(
+        tmp_path / "test-00000-of-00001.parquet",
+        [_row("visual_closure", good, answer=0), _row("visual_closure", options, answer=0)],
+    )
+    with pytest.raises(ComicsDataError, match=rf"{path.name}: {problem}"):
+        read_comicspap(tmp_path, "visual_closure")
+
+
+def test_comicspap_parquet_that_is_not_parquet(tmp_path: Path) -> None:
+    (tmp_path / "test-00000-of-00001.parquet").write_bytes(b"PAR1 broken")
+    with pytest.raises(ComicsDataError, match="not a readable Parquet file"):
+        read_comicspap(tmp_path, "text_closure")
+
+
+def test_sample_parquet_copy_matches_its_records(sample_root: Path) -> None:
+    from domainvlm.domains.comics.sample_tasks import PARQUET_FOLDER
+
+    for task in ("char_coherence", "sequence_filling"):
+        parquet = read_comicspap(sample_root / PARQUET_FOLDER, task)
+        records = read_comicspap(sample_root, task)
+        assert [(i.answer, i.mask_index, len(i.options)) for i in parquet] == [
+            (i.answer, i.mask_index, len(i.options)) for i in records
+        ]
+        assert Path(parquet[0].options[0]).read_bytes() == Path(records[0].options[0]).read_bytes()
+
+
+def _coco_to_xml(coco_root: Path, out: Path) -> Path:
+    """The sample's CoMix COCO pages written as CoMix XML (polygons, ids, links) beside images."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    coco = json.loads(next((coco_root / "annotations").glob("*.json")).read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    shutil.copytree(coco_root / "images", out / "images")
+    root = ET.Element("annotations")
+    books: dict[str, ET.Element] = {}
+    for image in coco["images"]:
+        title, page_file = image["file_name"].split("/")
+        if title not in books:
+            books[title] = ET.SubElement(root, "book", title=title)
+            people = ET.SubElement(books[title], "characters")
+            pages = {i["id"] for i in coco["images"] if i["file_name"].startswith(f"{title}/")}
+            seen = {
+                a["character"]: a["name"]
+                for a in coco["annotations"]
+                if "character" in a and a["image_id"] in pages
+            }
+            for ident, name in sorted(seen.items()):
+                ET.SubElement(people, "character", id=ident, name=name)
+            ET.SubElement(books[title], "pages")
+        page = ET.SubElement(
+            books[title].find("pages"),
+            "page",
+            id=Path(page_file).stem,
+            width=str(image["width"]),
+            height=str(image["height"]),
+        )
+        for a in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
+            x, y, w, h = a["bbox"]
+            points = f"{x},{y} {x + w},{y} {x + w},{y + h} {x},{y + h}"
+            extra = {"character_id": a["character"]} if "character" in a else {}
+            if names[a["category_id"]] == "link_sbsc":
+                extra = {"text_id": str(a["text_id"]), "character_id": str(a["character_id"])}
+            element = ET.SubElement(
+                page, names[a["category_id"]], id=str(a["id"]), points=points, **extra
+            )
+            element.text = a.get("text")
+    ET.indent(root)
+    path = out / "annotations" / "comix.xml"
+    path.parent.mkdir(parents=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def test_comix_xml_reads_into_the_same_books_as_coco(sample_root: Path, tmp_path: Path) -> None:
+    _coco_to_xml(sample_root / "comix", tmp_path / "xml")
+    from_coco = {book.title: book for book in read_comix(sample_root / "comix")}
+    from_xml = load_books(tmp_path / "xml")  # found as a CoMix root through its XML alone
+    assert {book.title for book in from_xml} == set(from_coco)
+    for book in from_xml:
+        coco = from_coco[book.title]
+        assert book.direction == "ltr" and book.characters == coco.characters
+        assert [p.image.relative_to(tmp_path / "xml") for p in book.pages] == [
+            p.image.relative_to(sample_root / "comix") for p in coco.pages
+        ]
+        assert [p.balloons for p in book.pages] == [p.balloons for p in coco.pages]
+        for page, coco_page in zip(book.pages, coco.pages):
+            assert page.panels == coco_page.panels  # boxes, texts, speakers, characters, order
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda s: s.replace('points="', 'points="x', 1), r"line \d+: <panel> has points"),
+        (lambda s: s.replace(' text_id="', ' text_id="9', 1), r"line \d+: <link_sbsc> links"),
+        (lambda s: s.replace("<text ", '<text balloon_id="77" ', 1), r"<text> names balloon"),
+        (lambda s: s.replace('character_id="c', 'character_id="x', 1), "not in <characters>"),
+        (lambda s: s.replace("</page>", "</pages>", 1), r"malformed XML at line \d+"),
+    ],
+)
+def test_comix_xml_errors_name_file_and_line(
+    sample_root: Path, tmp_path: Path, edit, problem: str
+) -> None:
+    path = _coco_to_xml(sample_root / "comix", tmp_path / "xml")
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ComicsDataError, match=rf"{path.name}: .*{problem}"):
+        read_comix(tmp_path / "xml")

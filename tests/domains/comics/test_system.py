@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from domainvlm.core.checkpoint import load_system
 from domainvlm.core.datamodule import collate
 from domainvlm.domains.comics.closure_data import ClosureInstance
 from domainvlm.domains.comics.comics_folds import read_fold
-from domainvlm.domains.comics.datamodule import ComicsDataModule
+from domainvlm.domains.comics.datamodule import ComicsDataModule, swap_regions
+from domainvlm.domains.comics.pages import Panel, TextBox
 from domainvlm.domains.comics.system import ComicsCLIP
 
 
@@ -21,9 +23,11 @@ def test_batch_and_losses(sample_root: Path) -> None:
     assert item["panels"].shape == (4, 3, 48, 48) and item["negatives"].shape == (2, 3, 48, 48)
     assert item["characters"].shape == (2, 3, 48, 48) and (item["character_ids"] >= 0).all()
     assert len(item["texts"]) == 4 and all(item["texts"])
+    assert item["swap_pair"].shape == (2, 3, 48, 48) and item["has_swap"]
+    assert not torch.equal(item["swap_pair"][0], item["swap_pair"][1])
     system = ComicsCLIP()
     losses = system.compute_losses(collate([dataset[i] for i in range(4)]), "train")
-    assert {"clip", "character", "closure", "loss"} <= set(losses)
+    assert {"clip", "character", "closure", "closure_swap", "loss"} <= set(losses)
     assert torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert system.scorer.head.weight.grad is not None
@@ -98,3 +102,25 @@ def test_cast_negatives_show_other_characters(sample_root: Path) -> None:
         target_cast = texts_to_cast[item["texts"][item["target"]]]
         same_cast += sum(texts_to_cast[text] == target_cast for text in item["negative_texts"])
     assert same_cast > 0
+
+
+def test_swapped_texts_trade_places_and_nothing_else() -> None:
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[5:10, 4:20] = 200  # the first text: a bright block
+    pixels[5:15, 30:50] = 90  # the last text: a larger grey block
+    pixels[30:, :] = 50  # the scene below
+    panel = Panel(
+        (100, 100, 160, 140),
+        texts=[
+            TextBox((104, 105, 120, 110), "Hello, Bo!"),
+            TextBox((130, 105, 150, 115), "Hi Ada."),
+        ],
+    )
+    swapped = swap_regions(pixels, panel)
+    assert swapped is not None and (swapped[5:10, 4:20] == 90).all()
+    assert (swapped[5:15, 30:50] == 200).all()  # resized into the other's box
+    outside = np.ones((40, 60), bool)
+    outside[5:10, 4:20] = outside[5:15, 30:50] = False
+    assert (swapped[outside] == pixels[outside]).all()
+    panel.texts[1].text = "Hello, Bo!"  # the same words twice: nothing to swap
+    assert swap_regions(pixels, panel) is None

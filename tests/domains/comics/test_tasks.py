@@ -36,9 +36,7 @@ def test_eval_closure_every_task(
     assert ("comicspap", "sequence_filling", "test") in found and len(found) == 10
     for row in rows:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["num_samples"] > 0
-        expected = (
-            0.5 if row["task"] == "char_coherence" and row["benchmark"] == "comics" else 1 / 3
-        )
+        expected = 0.5 if row["task"] == "char_coherence" else 1 / 3  # two options in both
         assert row["random"] == pytest.approx(expected)
 
 
@@ -78,6 +76,20 @@ def test_eval_closure_table_and_config(
         "--table",
     )
     assert code == 0 and out[1].split() == ["ComicsPAP", "char_coherence"]
+    # the same records as the Hugging Face release stores them: same count, same accuracy
+    code, parquet, _ = run_cli(
+        capsys,
+        "eval",
+        "closure",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        sample_root / "comicspap_parquet",
+        "--task",
+        "char_coherence",
+        "--table",
+    )
+    assert code == 0 and parquet[1:] == out[1:]
 
 
 def test_eval_retrieval_pairs_held_out_panels(
