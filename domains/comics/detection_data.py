@@ -13,7 +13,6 @@ class never annotated anywhere in a book is ``ignored`` on its pages: left out o
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +92,9 @@ def page_pixels(page: PageTargets, max_side: int) -> tuple[Tensor, Tensor]:
 
 class PageDetectionDataset(Dataset):
     """Resized pages with FCOS targets (``boxes``, ``labels``, ``ignore``); random horizontal
-    flips in training (a detector, unlike reading order, does not care which way a page reads)."""
+    flips in training (a detector, unlike reading order, does not care which way a page reads),
+    drawn from torch's generator, which DataLoader seeds per worker and which runs on from epoch
+    to epoch in persistent workers."""
 
     def __init__(
         self,
@@ -101,17 +102,11 @@ class PageDetectionDataset(Dataset):
         max_side: int,
         train: bool = False,
         hflip: bool = True,
-        seed: int = 0,
     ) -> None:
         self.pages = pages
         self.max_side = max_side
         self.train = train
         self.hflip = hflip
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.pages)
@@ -119,8 +114,7 @@ class PageDetectionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         page = self.pages[index]
         image, boxes = page_pixels(page, self.max_side)
-        rng = random.Random(hash((self.seed, self.epoch, index)))
-        if self.train and self.hflip and rng.random() < 0.5:
+        if self.train and self.hflip and float(torch.rand(())) < 0.5:
             image = image.flip(-1)
             width = image.shape[-1]
             boxes = torch.stack(
@@ -179,7 +173,7 @@ class DetectionDataModule(BaseDataModule):
         if not pages:
             raise DataRootError(f"{str(self.root)!r} has no annotated pages in split {split!r}")
         train = split == "train"
-        return PageDetectionDataset(pages, self.max_side, train, self.hflip, self.seed)
+        return PageDetectionDataset(pages, self.max_side, train, self.hflip)
 
     def loader(self, split: str, shuffle: bool = False) -> DataLoader:
         dataset = self.dataset(split)
