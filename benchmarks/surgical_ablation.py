@@ -7,7 +7,9 @@ Each arm is ``configs/surgical/tiny.yaml`` plus the shipped second configs (``hi
 (accuracy and macro-F1 per video, averaged) and ``eval retrieval`` (text→clip R@5, mR). Epochs
 are a flag: on a shared machine the runs are short, and every level's schedule (phase every 3rd
 epoch, video every 5th) includes epoch 0, so a one-epoch run trains every arm's terms once.
-Prints one JSON line per run, then one with mean ± sample std per arm.
+Each run's result is kept in ``OUT/<arm>_seed<seed>/result.json`` and a rerun skips finished
+runs (a long ablation on a shared machine can be stopped and resumed). Prints one JSON line per
+run, then one with mean ± sample std per arm.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def timed(command: list[str], log: Path) -> tuple[float, float]:
 
 def run(arm: str, seed: int, sample: Path, out: Path, epochs: int) -> dict:
     folder = out / f"{arm}_seed{seed}"
+    if (folder / "result.json").is_file():
+        return json.loads((folder / "result.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
     fit = [
@@ -69,7 +73,7 @@ def run(arm: str, seed: int, sample: Path, out: Path, epochs: int) -> dict:
         )  # fmt: skip
     phases = json.loads((folder / "phases.json").read_text())
     retrieval = json.loads((folder / "retrieval.json").read_text())
-    return {
+    result = {
         "arm": arm,
         "seed": seed,
         "fit_wall_s": round(wall, 1),
@@ -78,7 +82,10 @@ def run(arm: str, seed: int, sample: Path, out: Path, epochs: int) -> dict:
         "macro_f1": 100 * phases["mean_group_macro_f1"],
         "text_to_clip_r5": 100 * retrieval["image_retrieval_recall@5"],
         "mean_recall": 100 * retrieval["mean_recall"],
+        "load_average": round(os.getloadavg()[0], 1),
     }
+    (folder / "result.json").write_text(json.dumps(result))
+    return result
 
 
 def summarise(rows: list[dict]) -> dict:
