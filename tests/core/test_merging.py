@@ -192,3 +192,48 @@ def test_merge_sweep_refuses_half_a_request(tmp_path: Path, capsys):
     code, _, err = run_cli(capsys, "merge", a, b, "--out", tmp_path / "m.ckpt", "--method",
                            "average", "--scales", "1", "--select-on", f"x={tmp_path}")  # fmt: skip
     assert code == 1 and "average" in err and not (tmp_path / "m.ckpt").exists()
+
+
+def test_medical_lora_specialists_with_a_trained_head_merge_to_base_plus_both(tmp_path: Path):
+    """Two LoRA fine-tunes of one M3AE base (fusion attention + the ITM head training fully),
+    merged by task arithmetic: base + λ·Σ((α/r)·B·A) on each wrapped weight, base + λ·Σ Δhead."""
+    from domainvlm.core.merging import load_for_merge
+    from domainvlm.domains.medical.system import M3AEPretrainSystem
+
+    def m3ae(peft: dict | None = None, seed: int = 0) -> M3AEPretrainSystem:
+        torch.manual_seed(seed)
+        system = M3AEPretrainSystem(vision_depth=1, text_depth=1, fusion_layers=1, peft=peft)
+        system.configure_model()
+        return system.eval()
+
+    base = save_checkpoint(m3ae(seed=1), tmp_path / "base.ckpt")
+    peft = {
+        "base": str(base), "r": 2, "alpha": 6, "options": {"init_lora_weights": False},
+        "target_modules": [r"backbone\.fusion\.\d+\.(image|text)\.cross_attention"],
+        "trainable": [r"itm_head\..*"],
+    }  # fmt: skip
+    key = "backbone.fusion.0.image.cross_attention"
+    deltas, heads, paths = [], [], []
+    for seed in (2, 3):
+        system = m3ae(peft, seed)
+        with torch.no_grad():
+            system.itm_head.weight.add_(0.1 * seed)
+        wrapped = system.get_submodule(key)
+        deltas.append(3.0 * wrapped.lora_B["default"].weight @ wrapped.lora_A["default"].weight)
+        heads.append(system.itm_head.weight.detach().clone())
+        paths.append(save_checkpoint(system, tmp_path / f"s{seed}.ckpt"))
+    assert all(path.stat().st_size < base.stat().st_size / 10 for path in paths)
+    lineage, base_state, states = load_for_merge(paths)
+    assert lineage["base"] == str(base.resolve())
+    merged = merge_states(base_state, states, "task-arithmetic", scale=0.5)
+    torch.testing.assert_close(
+        merged[f"{key}.in_proj_weight"],
+        base_state[f"{key}.in_proj_weight"] + 0.5 * (deltas[0] + deltas[1]),
+        rtol=0, atol=1e-6,
+    )  # fmt: skip
+    head = base_state["itm_head.weight"]
+    expected = head + 0.5 * ((heads[0] - head) + (heads[1] - head))
+    torch.testing.assert_close(merged["itm_head.weight"], expected, rtol=0, atol=1e-6)
+    untouched = "backbone.fusion.0.text.self_attention.in_proj_weight"
+    assert torch.equal(merged[untouched], base_state[untouched])
+    m3ae().load_state_dict(merged)  # a plain system takes the merged weights as they are
