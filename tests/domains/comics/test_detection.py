@@ -234,6 +234,23 @@ def test_pretrained_weights_from_local_files(tmp_path: Path) -> None:
         PageDetectionSystem(backbone_weights=str(tmp_path / "wrong.pt"))
 
 
+def test_resnet_backbone_from_a_torchvision_state_dict(tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(2)
+    resnet = torchvision.models.resnet18(weights=None)  # what a downloaded ImageNet file holds
+    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
+    system = PageDetectionSystem(
+        backbone="resnet18", backbone_weights=str(tmp_path / "resnet18.pth")
+    )
+    body = system.model.backbone.body
+    assert torch.equal(body.layer3[0].conv1.weight, resnet.layer3[0].conv1.weight)
+    assert torch.equal(body.bn1.running_var, resnet.bn1.running_var)  # frozen, as loaded
+    assert system.model.transform.image_mean == [0.485, 0.456, 0.406]
+    detector = PageDetector.from_checkpoint(save_checkpoint(system, tmp_path / "r.ckpt"))
+    assert torch.equal(detector.model.backbone.body.bn1.running_var, resnet.bn1.running_var)
+
+
 def test_bad_checkpoints_are_clear_errors(tmp_path: Path, checkpoint: Path) -> None:
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(DomainVLMError, match="junk.ckpt"):
