@@ -20,12 +20,16 @@ import torch
 from domainvlm.core.errors import CheckpointError, DomainVLMError
 from PIL import Image
 from torch import Tensor, nn
+from torchvision.ops import nms
 
 DETECTION_CLASSES = ("panel", "character", "face", "text", "balloon")
 """Model label i is ``DETECTION_CLASSES[i]``."""
 COMIX_CATEGORY_IDS = {"panel": 1, "character": 2, "balloon": 3, "text": 4, "face": 7}
 """CoMix's COCO category ids, used in ground truth and result files so numbers compare."""
 DEFAULT_THRESHOLDS = {"panel": 0.2, "character": 0.3, "face": 0.3, "text": 0.25, "balloon": 0.25}
+RELABEL_IOU = 0.7
+"""Two boxes of different classes overlapping this much are one object labelled twice (in comics
+a face in its body, a text in its balloon or anything in its panel overlap far less)."""
 
 BoxT = tuple[float, float, float, float]
 
@@ -103,6 +107,13 @@ def merged_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float
     return {**DEFAULT_THRESHOLDS, **(thresholds or {})}
 
 
+def one_label_per_object(output: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Drop the lower-scored of two detections of different classes on (almost) the same box;
+    same-class duplicates were already removed by the detector's per-class NMS."""
+    keep = nms(output["boxes"], output["scores"], RELABEL_IOU)
+    return {key: value[keep] for key, value in output.items()}
+
+
 # -- inference ---------------------------------------------------------------------------------
 
 
@@ -130,14 +141,17 @@ class PageDetector:
 
     @torch.no_grad()
     def raw(self, images: Sequence[np.ndarray]) -> list[dict[str, Tensor]]:
-        """The model's boxes (page pixels), labels and scores for a batch of pages, unfiltered."""
+        """The model's boxes (page pixels), labels and scores for a batch of pages, one label per
+        object but no score threshold (evaluation ranks them all)."""
         pages = [as_rgb(image) for image in images]
         resized = [resize_page(page, self.max_side) for page in pages]
         outputs = self.model([page_tensor(array).to(self.device) for array, _ in resized])
+        pages = []
         for output, (_, factors) in zip(outputs, resized):
-            output["boxes"] = scale_boxes(output["boxes"].cpu(), (1 / factors[0], 1 / factors[1]))
-            output["labels"], output["scores"] = output["labels"].cpu(), output["scores"].cpu()
-        return outputs
+            output = one_label_per_object({key: value.cpu() for key, value in output.items()})
+            output["boxes"] = scale_boxes(output["boxes"], (1 / factors[0], 1 / factors[1]))
+            pages.append(output)
+        return pages
 
     def detect_batch(
         self, images: Sequence[np.ndarray], thresholds: Mapping[str, float] | None = None

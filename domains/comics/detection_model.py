@@ -127,6 +127,7 @@ def build_detector(
     std: tuple[float, ...] = (0.25, 0.25, 0.25),
     score_thresh: float = 0.05,
     detections_per_page: int = 300,
+    nms_thresh: float = 0.4,
     frozen_norm: bool = False,
 ) -> FCOS:
     """FCOS with one anchor point per location; anchor size = stride, as FCOS assigns levels.
@@ -144,6 +145,7 @@ def build_detector(
         head=head,
         score_thresh=score_thresh,
         detections_per_img=detections_per_page,
+        nms_thresh=nms_thresh,
         topk_candidates=1000,
     )
     model.transform = PrescaledTransform(1, 1, list(mean), list(std))

@@ -17,6 +17,7 @@ from domainvlm.domains.comics.detection import (
     DetectionError,
     PageDetector,
     corners_to_xywh,
+    one_label_per_object,
     resize_page,
     resized_size,
     scale_boxes,
@@ -123,6 +124,19 @@ def test_detections_come_back_in_page_pixels() -> None:
         detector.detect(np.zeros((66, 48, 3), np.uint8), {"speech": 0.3})
     with pytest.raises(DetectionError, match="uint8"):
         detector.detect(np.zeros((66, 48, 3), np.float32))
+
+
+def test_one_label_per_object() -> None:
+    body, face = [10.0, 10.0, 30.0, 60.0], [12.0, 10.0, 28.0, 26.0]
+    output = {
+        "boxes": torch.tensor([body, [10.0, 11.0, 30.0, 60.0], face]),
+        "labels": torch.tensor([CHARACTER, FACE, FACE]),
+        "scores": torch.tensor([0.9, 0.4, 0.8]),
+    }
+    kept = one_label_per_object(output)
+    # the body labelled "face" too goes; the face inside its body (IoU 0.26) stays
+    assert kept["labels"].tolist() == [CHARACTER, FACE]
+    assert kept["boxes"].tolist() == [body, face]
 
 
 def test_dataset_scales_and_flips_boxes(sample_root: Path) -> None:
