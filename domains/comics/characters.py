@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from domainvlm.core.files import resolve_within
-from domainvlm.domains.comics.pages import Book, ComicsDataError, crop_address
+from domainvlm.domains.comics.pages import Book, ComicsDataError, crop_address, read_crop
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.special import gammaln
 
@@ -188,3 +188,14 @@ def embed_crops(system, addresses: Sequence[str], batch_size: int = 64) -> np.nd
             embedded = encoder.image_fn(batch.to(system.device))
             out.append(torch.nn.functional.normalize(embedded, dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def thumbnail_embeddings(addresses: Sequence[str], size: int = 8) -> np.ndarray:
+    """Unit vectors of ``size``×``size`` colour thumbnails, centred on the set's mean: the
+    no-learning baseline a crop embedding has to beat."""
+    from domainvlm.domains.comics.datamodule import squash
+
+    if not addresses:
+        return np.zeros((0, size * size * 3))
+    pixels = np.stack([squash(read_crop(a), size).reshape(-1) / 255.0 for a in addresses])
+    return _unit(pixels - pixels.mean(axis=0))

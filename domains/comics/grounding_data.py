@@ -74,7 +74,8 @@ def read_records(
     return records
 
 
-def _jitter(boxes: list[Box], amount: float, rng: random.Random) -> list[Box]:
+def jitter_boxes(boxes: list[Box], amount: float, rng: random.Random) -> list[Box]:
+    """Each side moved by up to ``amount`` of its box's size (a detector's imprecision)."""
     if amount <= 0:
         return boxes
     out = []
@@ -115,8 +116,8 @@ class GroundingPages(Dataset):
         rng = random.Random(hash((self.seed, self.epoch, index)))
         train = self.train
         jitter = self.jitter if train else 0.0
-        texts = _jitter(record.texts, jitter, rng)
-        characters = _jitter(record.characters, jitter, rng)
+        texts = jitter_boxes(record.texts, jitter, rng)
+        characters = jitter_boxes(record.characters, jitter, rng)
         panels = record.panels if not (train and rng.random() < self.drop_panels) else None
         tails = record.tails if not (train and rng.random() < self.drop_pixels) else None
         item: dict[str, Any] = {"pages": 1}
@@ -132,7 +133,7 @@ class GroundingPages(Dataset):
             if len(boxes) < 2:
                 continue
             features = torch.from_numpy(
-                order_features(_jitter(boxes, jitter, rng), record.direction)
+                order_features(jitter_boxes(boxes, jitter, rng), record.direction)
             )
             n = len(boxes)
             a, b = np.nonzero(~np.eye(n, dtype=bool))

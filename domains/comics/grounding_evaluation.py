@@ -11,7 +11,8 @@ learned scorer, the nearest-character baseline and a random speaker among the pa
 ``order``: exact-page accuracy and mean Kendall τ of panels and of texts per page, learned vs the
 rule, beside a random permutation. ``characters``: each held-out book's crops are clustered on
 their own (re-identification across its pages), scored by AMI (random labels ≈ 0, and measured
-with the predicted labels shuffled); crops are named from a bank (by default the first K crops of
+with the predicted labels shuffled; beside it the same clustering of raw 8×8 colour thumbnails,
+a no-learning baseline); crops are named from a bank (by default the first K crops of
 each character in the training books, leaving out the last N names alphabetically, whose crops
 must be called "other"), scored by accuracy beside always answering "other" and a uniform guess.
 Thresholds not given are chosen on the ``val`` books (the best of a grid), else 0.5.
@@ -38,10 +39,21 @@ def add_speaker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-pixels", action="store_true", help="boxes only (no balloon-tail features)"
     )
+    add_jitter_argument(parser)
+
+
+def add_jitter_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        help="move each box side by up to this fraction of its size (seeded), as a detector would",
+    )
 
 
 def add_order_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="skip bad pages with a warning")
+    add_jitter_argument(parser)
 
 
 def add_character_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +74,11 @@ def add_character_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_speakers(args: argparse.Namespace) -> dict:
+    import random
+
     from domainvlm.domains.comics import speakers as sp
     from domainvlm.domains.comics.books import load_books
+    from domainvlm.domains.comics.grounding_data import jitter_boxes
     from domainvlm.domains.comics.grounding_system import load_grounding_system
     from domainvlm.domains.comics.pages import read_crop
 
@@ -72,12 +87,16 @@ def run_speakers(args: argparse.Namespace) -> dict:
     threshold = args.threshold if args.threshold is not None else float(system.hparams.threshold)
     counts = {"learned": [0, 0, 0], "nearest": [0, 0, 0], "random": [0.0, 0, 0]}
     pages = texts_seen = 0
+    rng = random.Random(0)
     for book in load_books(args.data, args.split):
         for page in book.pages:
             if not any(t.speaker is not None for t, _ in sp.page_texts(page)):
                 continue  # no speaker annotation on this page
             texts, characters, panels = sp.page_inputs(page)
-            gold = sp.annotated_links(page)
+            gold = sp.annotated_links(page)  # indexes: jittered boxes keep their places
+            texts, characters, panels = (
+                jitter_boxes(boxes, args.jitter, rng) for boxes in (texts, characters, panels)
+            )
             image = None if args.no_pixels else read_crop(page.image)
             predictions = {
                 "learned": sp.associate_speakers(
@@ -95,6 +114,7 @@ def run_speakers(args: argparse.Namespace) -> dict:
     result = {"task": "speakers", "split": args.split, "pages": pages, "texts": texts_seen}
     result["annotated_links"] = counts["learned"][2]
     result["threshold"] = threshold
+    result["jitter"] = args.jitter
     for name, (hits, predicted, annotated) in counts.items():
         result[name] = sp.link_metrics(hits, predicted, annotated)
     return result
@@ -108,7 +128,7 @@ def _add(total: list, counts: tuple) -> None:
 def format_speakers(result: dict) -> str:
     lines = [
         f"speaker association, {result['pages']} pages, {result['annotated_links']} links "
-        f"(threshold {result['threshold']:.2f})",
+        f"(threshold {result['threshold']:.2f}, box jitter {result.get('jitter', 0.0):g})",
         f"{'':24}{'precision':>10}{'recall':>10}{'F1':>10}",
     ]
     for name, label in (
@@ -127,7 +147,10 @@ def format_speakers(result: dict) -> str:
 
 
 def run_order(args: argparse.Namespace) -> dict:
+    import random
+
     from domainvlm.domains.comics.books import load_books
+    from domainvlm.domains.comics.grounding_data import jitter_boxes
     from domainvlm.domains.comics.grounding_system import load_grounding
     from domainvlm.domains.comics.order import (
         annotated_orders,
@@ -139,7 +162,8 @@ def run_order(args: argparse.Namespace) -> dict:
 
     _, scorer = load_grounding(args.checkpoint)
     listed = annotated_orders(args.data)
-    result: dict = {"task": "order", "split": args.split}
+    result: dict = {"task": "order", "split": args.split, "jitter": args.jitter}
+    rng = random.Random(0)
     scores = {kind: {"learned": [], "rule": []} for kind in ("panels", "texts")}
     sizes: dict[str, list[int]] = {"panels": [], "texts": []}
     for book in load_books(args.data, args.split, skip_bad=BadInput(args.skip_bad)):
@@ -148,6 +172,7 @@ def run_order(args: argparse.Namespace) -> dict:
                 if len(boxes) < 2:
                     continue
                 truth = list(range(len(boxes)))
+                boxes = jitter_boxes(boxes, args.jitter, rng)
                 sizes[kind].append(len(boxes))
                 for name, model in (("learned", scorer), ("rule", None)):
                     order = order_boxes(boxes, book.direction, model)
@@ -168,7 +193,10 @@ def run_order(args: argparse.Namespace) -> dict:
 
 
 def format_order(result: dict) -> str:
-    lines = [f"reading order ({result['split']} pages)", f"{'':22}{'exact %':>10}{'Kendall τ':>11}"]
+    lines = [
+        f"reading order ({result['split']} pages, box jitter {result.get('jitter', 0.0):g})",
+        f"{'':22}{'exact %':>10}{'Kendall τ':>11}",
+    ]
     for kind in ("panels", "texts"):
         if kind not in result:
             continue
@@ -202,19 +230,22 @@ def run_characters(args: argparse.Namespace) -> dict:
             "comics CLIP checkpoint (configs/comics/tiny.yaml)"
         )
 
-    def embedded_books(split: str) -> list[tuple[str, np.ndarray, list[str]]]:
-        out = []
+    def embedded_books(split: str) -> tuple[list, list]:
+        """(title, CLIP embeddings, names) and (title, thumbnail vectors, names) per book."""
+        clip, pixels = [], []
         for book in load_books(args.data, split):
             crops = ch.book_crops(book)
             if len(crops) >= 2:
-                vectors = ch.embed_crops(system, [c[0] for c in crops], args.batch_size)
-                out.append((book.title, vectors, [c[2] for c in crops]))
-        return out
+                addresses, names = [c[0] for c in crops], [c[2] for c in crops]
+                clip.append((book.title, ch.embed_crops(system, addresses, args.batch_size), names))
+                pixels.append((book.title, ch.thumbnail_embeddings(addresses), names))
+        return clip, pixels
 
-    held_out = embedded_books(args.split)
+    held_out, held_out_pixels = embedded_books(args.split)
     if not held_out:
         raise GroundingEvaluationError(f"{args.data}: no {args.split!r} book has character boxes")
-    tuning = embedded_books("val") if args.split != "val" and read_splits(Path(args.data)) else []
+    has_val = args.split != "val" and read_splits(Path(args.data))
+    tuning, tuning_pixels = embedded_books("val") if has_val else ([], [])
     bank_names, bank_vectors, left_out = _bank(args, system, ch, load_books)
 
     def ami(books: list, threshold: float) -> list[float]:
@@ -236,6 +267,9 @@ def run_characters(args: argparse.Namespace) -> dict:
     threshold = args.threshold
     if threshold is None:
         threshold = max(GRID, key=lambda t: np.mean(ami(tuning, t))) if tuning else 0.5
+    pixel_threshold = (
+        max(GRID, key=lambda t: np.mean(ami(tuning_pixels, t))) if tuning_pixels else threshold
+    )
     name_threshold = args.name_threshold
     if name_threshold is None:
         name_threshold = max(GRID, key=lambda t: naming(tuning, threshold, t)[0]) if tuning else 0.5
@@ -259,6 +293,8 @@ def run_characters(args: argparse.Namespace) -> dict:
         "ami_per_book": {title: s for (title, _, _), s in zip(held_out, scores)},
         "ami_shuffled": float(np.mean(shuffled)),
         "ami_chance": 0.0,
+        "ami_pixels": float(np.mean(ami(held_out_pixels, pixel_threshold))),
+        "pixels_threshold": pixel_threshold,
         "bank_names": sorted(set(bank_names)),
         "left_out": left_out,
         "naming_accuracy": right / total,
@@ -296,7 +332,8 @@ def format_characters(result: dict) -> str:
         [
             f"character clustering, {result['books']} books, {result['crops']} crops "
             f"(cut {result['threshold']:.2f}, {result['thresholds_from']})",
-            f"  AMI {result['ami']:.3f}   shuffled labels {result['ami_shuffled']:.3f}   chance 0",
+            f"  AMI {result['ami']:.3f}   shuffled labels {result['ami_shuffled']:.3f}   chance 0   "
+            f"raw-pixel thumbnails {result['ami_pixels']:.3f} (cut {result['pixels_threshold']:.2f})",
             f"naming from a bank of {len(result['bank_names'])} names "
             f"(left out: {', '.join(result['left_out']) or 'none'}; least similarity "
             f"{result['name_threshold']:.2f})",
