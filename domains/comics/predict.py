@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 from domainvlm.core.errors import CheckpointError, DomainVLMError
 from domainvlm.core.files import check_output_folder
-from domainvlm.domains.comics.pages import Box, Direction, _overlap, crop_address, reading_order
+from domainvlm.domains.comics.books import dataset_roots, load_books
+from domainvlm.domains.comics.pages import (
+    Box,
+    Direction,
+    _overlap,
+    crop_address,
+    reading_order,
+    split_crop,
+)
 from domainvlm.domains.comics.predict_inputs import (
     CLASSES,
     PageSource,
@@ -236,7 +244,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bank",
         type=Path,
-        help="character bank: a folder per name holding example crops (needs --checkpoint)",
+        help="character bank (needs --checkpoint): a folder <name>/*.png of example crops, a "
+        "JSON list of {name, image}, or an annotated dataset root (its books' named characters, "
+        "the predicted pages left out)",
     )
     parser.add_argument(
         "--direction",
@@ -306,11 +316,32 @@ def load_models(args: argparse.Namespace) -> Models:
             )
     if args.bank is not None:
         from domainvlm.core.retrieval import embed_images
-        from domainvlm.domains.comics.characters import load_bank
 
-        names, images = zip(*load_bank(args.bank))
+        names, images = zip(*bank_entries(args.bank, args.pages, args.split))
         models.bank = (embed_images(models.encoder, list(images)).numpy(), list(names))
     return models
+
+
+def bank_entries(bank: Path, pages: Path, split: str | None, per_name: int = 3) -> list:
+    """(name, image or crop address) of a bank folder or JSON; or, for a dataset root, the first
+    ``per_name`` crops of each named character in its books, minus those being predicted (an
+    annotated chapter names the characters of a new one)."""
+    from domainvlm.domains.comics.characters import book_crops, load_bank
+
+    if not (bank.is_dir() and dataset_roots(bank).keys() & {"manga109", "comix"}):
+        return load_bank(bank)
+    predicted = (
+        {s.image.resolve() for s in find_pages(pages, split=split)} if pages.is_dir() else set()
+    )
+    entries: list[tuple[str, str]] = []
+    for book in load_books(bank):
+        for address, _, name in book_crops(book):
+            image = split_crop(address)[0].resolve()
+            if image not in predicted and sum(n == name for n, _ in entries) < per_name:
+                entries.append((name, address))
+    if not entries:
+        raise PredictInputError(bank, "no annotated character outside the predicted pages")
+    return entries
 
 
 def predict_folder(

@@ -96,7 +96,7 @@ def read_page(source: PageSource) -> np.ndarray:
 
 def annotated_boxes(source: PageSource) -> tuple[dict[str, list[Box]], list[str], list[tuple]]:
     """Boxes per class, character identities and speaker links (text, character) of the page's
-    annotation. Readers keep what lies inside panels, and read CoMix balloons as texts."""
+    annotation. Readers keep the texts and characters that lie inside panels."""
     page = source.annotation
     assert page is not None
     boxes: dict[str, list[Box]] = {name: [] for name in CLASSES}
@@ -114,6 +114,7 @@ def annotated_boxes(source: PageSource) -> tuple[dict[str, list[Box]], list[str]
             boxes["character"].append(person.box)
             identities.append(person.character)
             body_panel.append(number)
+    boxes["balloon"] = list(page.balloons)
     links = []
     for t, speaker in enumerate(speakers):
         candidates = [c for c, who in enumerate(identities) if who == speaker]

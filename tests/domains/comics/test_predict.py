@@ -30,6 +30,7 @@ PAGES = {
         "panels": [(0, 0, 200, 100)],
         "characters": [("bo", "Bo", (20, 40, 50, 95))],
         "texts": [("Bye.", (20, 5, 60, 20), 0)],
+        "balloons": [(15, 2, 65, 25)],
     },
 }
 
@@ -65,6 +66,8 @@ def write_comix(root: Path) -> Path:
         for text, box, speaker in page["texts"]:
             text_id = add(image_id, 4, box, text=text)
             add(image_id, 6, box, text_id=text_id, character_id=bodies[speaker])
+        for box in page.get("balloons", []):
+            add(image_id, 3, box)
     (root / "annotations").mkdir(parents=True)
     coco = {"images": images, "annotations": annotations, "categories": []}
     (root / "annotations" / "book.json").write_text(json.dumps(coco))
@@ -113,7 +116,12 @@ def test_coco_results_carry_the_annotation_ids_comix_categories_and_xywh(predict
     out, _ = predicted
     rows = json.loads((out / "coco_results.json").read_text())
     page_12 = sorted((r["category_id"], r["bbox"]) for r in rows if r["image_id"] == 12)
-    assert page_12 == [(1, [0, 0, 200, 100]), (2, [20, 40, 30, 55]), (4, [20, 5, 40, 15])]
+    assert page_12 == [
+        (1, [0, 0, 200, 100]),
+        (2, [20, 40, 30, 55]),
+        (3, [15, 2, 50, 23]),
+        (4, [20, 5, 40, 15]),
+    ]
     assert {r["image_id"] for r in rows} == {11, 12} and {r["score"] for r in rows} == {1.0}
     images = json.loads((out / "coco_images.json").read_text())
     assert [image["id"] for image in images["images"]] == [11, 12]
@@ -181,3 +189,145 @@ def test_errors_name_the_folder_or_file(tmp_path: Path, capsys):
     (root / "images" / "Book" / "12.png").write_bytes(b"not a png")
     code, _, err = run_cli(capsys, "comics", "predict", "--pages", root, *out)
     assert code == 1 and "12.png: cannot read image" in err
+
+
+class HandDetector:
+    """Detections fixed by hand: page 11's annotated boxes, moved a little, plus a stray text."""
+
+    def detect(self, image: np.ndarray, thresholds=None) -> list:
+        from domainvlm.domains.comics.detection import Detection
+
+        assert image.shape == (H, W, 3) and image.dtype == np.uint8
+        return [
+            Detection("panel", (101, 0, 199, 99), 0.9),
+            Detection("panel", (1, 1, 99, 99), 0.8),
+            Detection("character", (151, 41, 181, 95), 0.7),
+            Detection("character", (11, 40, 41, 94), 0.6),
+            Detection("text", (121, 5, 161, 21), 0.5),  # "Hello!" (IoU > 0.5)
+            Detection("text", (20, 60, 40, 70), 0.4),  # matches no annotated text
+            Detection("balloon", (115, 2, 165, 25), 0.3),
+        ]
+
+
+def test_detected_boxes_take_annotated_words_rule_speakers_and_placeholders(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    from domainvlm.domains.comics.detection import PageDetector
+
+    monkeypatch.setattr(PageDetector, "from_checkpoint", lambda path, device="cpu": HandDetector())
+    root = write_comix(tmp_path / "comix")
+    (tmp_path / "det.ckpt").write_bytes(b"weights")
+    argv = ["--pages", root, "--out", tmp_path / "o", "--detector", tmp_path / "det.ckpt"]
+    assert run_cli(capsys, "comics", "predict", *argv)[0] == 0
+    page = json.loads((tmp_path / "o" / "Book" / "11.json").read_text())
+    assert page["panels"] == [[101, 0, 199, 99], [1, 1, 99, 99]]
+    assert page["panel_scores"] == [0.9, 0.8] and page["balloons"] == [[115, 2, 165, 25]]
+    assert page["panel_reading_order"] == [1, 0]  # left panel first
+    assert page["text_contents"] == ["Hello!", "[text 1]"]
+    assert page["text_reading_order"] == [1, 0]
+    # the rule baseline: each text to the nearest character
+    assert page["text_character_associations"] == [[0, 0], [1, 1]]
+    assert page["character_cluster_labels"] is None
+    assert page["sources"]["boxes"] == "detector" and page["sources"]["speakers"] == "rule"
+    assert page["transcript"] == ["character box 1: [text 1]", "character box 0: Hello!"]
+    rows = json.loads((tmp_path / "o" / "coco_results.json").read_text())
+    assert {"image_id": 11, "category_id": 3, "bbox": [115, 2, 50, 23], "score": 0.3} in rows
+
+
+def test_a_plain_folder_of_pages_with_a_detector(tmp_path: Path, capsys, monkeypatch):
+    from domainvlm.domains.comics.detection import PageDetector
+
+    monkeypatch.setattr(PageDetector, "from_checkpoint", lambda path, device="cpu": HandDetector())
+    for name in ("p10.png", "p2.png", "chapter2/p1.png"):
+        (tmp_path / "pages" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (W, H), 255).save(tmp_path / "pages" / name)  # greyscale → RGB
+    (tmp_path / "det.ckpt").write_bytes(b"weights")
+    argv = ["--pages", tmp_path / "pages", "--out", tmp_path / "o", "--detector", tmp_path / "det.ckpt"]  # fmt: skip
+    code, lines, _ = run_cli(capsys, "comics", "predict", *argv)
+    assert code == 0 and json.loads(lines[-1])["books"] == 2
+    headers = [t for t in (tmp_path / "o" / "transcript.txt").read_text().splitlines() if "==" in t]
+    assert headers == ["== pages/p2 ==", "== pages/p10 ==", "== chapter2/p1 =="]
+    page = json.loads((tmp_path / "o" / "pages" / "p2.json").read_text())
+    assert page["text_contents"] == ["[text 0]", "[text 1]"]
+    assert page["sources"]["text"] == "none (no OCR engine; [text N] placeholders)"
+
+
+def test_untrained_detector_and_grounding_checkpoints_load_and_run(tmp_path: Path, capsys):
+    """The plumbing of real checkpoints (randomly initialised: what they find is not judged)."""
+    import torch
+    from domainvlm.domains.comics.detection_system import PageDetectionSystem
+    from domainvlm.domains.comics.grounding_system import GroundingSystem
+
+    from tests.helpers import save_checkpoint
+
+    torch.manual_seed(0)
+    detector = save_checkpoint(PageDetectionSystem(fpn_channels=32, head_convs=1), tmp_path / "d.ckpt")  # fmt: skip
+    grounding = save_checkpoint(GroundingSystem(speaker_hidden=4, order_hidden=4), tmp_path / "g.ckpt")  # fmt: skip
+    root = write_comix(tmp_path / "comix")
+    argv = ["--pages", root, "--out", tmp_path / "o", "--grounding", grounding]
+    assert run_cli(capsys, "comics", "predict", *argv)[0] == 0
+    page = json.loads((tmp_path / "o" / "Book" / "11.json").read_text())
+    assert page["sources"]["speakers"] == page["sources"]["order"] == "grounding"
+    assert sorted(page["panel_reading_order"]) == [0, 1]
+    assert sorted(page["text_reading_order"]) == [0, 1, 2]
+    assert all(0 <= t < 3 and 0 <= c < 2 for t, c in page["text_character_associations"])
+    argv = ["--pages", root, "--out", tmp_path / "d", "--detector", detector]
+    assert run_cli(capsys, "comics", "predict", *argv)[0] == 0
+    page = json.loads((tmp_path / "d" / "Book" / "11.json").read_text())
+    assert page["sources"]["boxes"] == "detector"
+    code, _, err = run_cli(capsys, "comics", "predict", "--pages", root, "--out", tmp_path / "x", "--detector", grounding)  # fmt: skip
+    assert code == 1 and "not a comics page detector" in err
+
+
+@pytest.fixture(scope="module")
+def bank(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bank folder: two character crops per name, cut from the sample's training books."""
+    from domainvlm.domains.comics.books import load_books
+    from domainvlm.domains.comics.characters import book_crops
+    from domainvlm.domains.comics.pages import read_crop
+
+    folder = tmp_path_factory.mktemp("bank")
+    for number, (address, _, name) in enumerate(book_crops(load_books(sample_root, "train")[0])):
+        (folder / name).mkdir(exist_ok=True)
+        if len(list((folder / name).iterdir())) < 2:
+            Image.fromarray(read_crop(address)).save(folder / name / f"{number}.png")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("cluster", "name", "one_cluster", "all_other"),
+    [("2.0", "-1.0", True, False), ("2.0", "1.01", True, True)],
+)
+def test_checkpoint_clusters_across_pages_and_names_from_a_bank(
+    sample_root, checkpoint, bank, tmp_path, capsys, cluster, name, one_cluster, all_other
+):
+    argv = ["--pages", sample_root, "--split", "test", "--out", tmp_path, "--checkpoint", checkpoint]  # fmt: skip
+    argv += ["--bank", bank, "--cluster-threshold", cluster, "--name-threshold", name]
+    assert run_cli(capsys, "comics", "predict", *argv)[0] == 0
+    pages = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/*.json"))]
+    labels = [label for page in pages for label in page["character_cluster_labels"]]
+    names = {n for page in pages for n in page["character_names"]}
+    assert len(labels) == sum(len(page["characters"]) for page in pages)
+    assert set(labels) == {
+        0
+    }  # a distance cut at 2 (the largest cosine distance): one cluster per book
+    assert (names == {"other"}) == all_other and len(names) == 1
+    assert names <= {p.name for p in bank.iterdir()} | {"other"}
+    assert (
+        pages[0]["sources"]["clusters"] == "checkpoint" and pages[0]["sources"]["names"] == "bank"
+    )
+
+
+def test_a_dataset_root_as_bank_gives_named_crops_outside_the_predicted_pages(sample_root: Path):
+    from domainvlm.domains.comics.pages import split_crop
+    from domainvlm.domains.comics.predict import bank_entries
+    from domainvlm.domains.comics.predict_inputs import PredictInputError, find_pages
+
+    entries = bank_entries(sample_root, sample_root, "test", per_name=2)
+    names = [name for name, _ in entries]
+    assert sorted(set(names)) == ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay"]
+    assert all(names.count(name) == 2 for name in set(names))
+    predicted = {source.image for source in find_pages(sample_root, split="test")}
+    assert not predicted & {split_crop(address)[0] for _, address in entries}
+    with pytest.raises(PredictInputError, match="no annotated character outside the predicted"):
+        bank_entries(sample_root, sample_root, None)
