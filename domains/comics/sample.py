@@ -234,17 +234,23 @@ def _draw_balloon(
         outline=(0, 0, 0),
     )
     draw.ellipse(balloon, fill=(255, 255, 255), outline=(0, 0, 0))
-    letter(draw, balloon, text)
+    letter(draw, balloon, text, lettering(figure["character"]))
     # The text region: the lettering's extent (three rows at most) plus a pixel, since Manga109
     # and CoMix text boxes hold the words, not the balloon around them.
     region = (balloon[0] + 6, balloon[1] + 5, balloon[2] - 6, balloon[1] + 17)
     return {"box": balloon, "region": region, "text": text, "speaker": figure}
 
 
-def letter(draw: ImageDraw.ImageDraw, balloon: tuple, text: str) -> None:
+def lettering(who: int) -> tuple[int, int, int]:
+    """The colour a character's words are lettered in: its body colour, darkened to show on white
+    (some comics letter a character's words in its own colour; here every character's are)."""
+    return tuple(int(0.8 * c) for c in CHARACTERS[who][1])
+
+
+def letter(draw: ImageDraw.ImageDraw, balloon: tuple, text: str, colour: tuple) -> None:
     """The words of ``text`` as dashes as long as the words, in up to three rows inside the text
-    region: too small to read at model resolution, but what a balloon says changes what it shows
-    (more words, more ink), as lettering does; a balloon whose text was swapped looks different."""
+    region, in the speaker's lettering colour: too small to read at model resolution, but whose
+    words a balloon holds shows, so a balloon given another character's words looks wrong."""
     left, right = balloon[0] + 7, balloon[2] - 7
     x, row = left, 0
     for word in text.split():
@@ -254,7 +260,7 @@ def letter(draw: ImageDraw.ImageDraw, balloon: tuple, text: str) -> None:
         if row == 3:
             break
         y = balloon[1] + 6 + 4 * row
-        draw.rectangle((x, y, min(x + length, right), y + 1), fill=(30, 30, 30))
+        draw.rectangle((x, y, min(x + length, right), y + 1), fill=colour)
         x += length + 2
 
 

@@ -111,16 +111,17 @@ def write_task_files(out: Path, books: list[BookSpec], rng: random.Random) -> No
 
 def swapped_balloons(page: Image.Image, panel: PanelSpec) -> Image.Image:
     """The page with the texts of ``panel``'s first and last balloons swapped: each balloon is
-    blanked and lettered again with the other's words, its outline and tail unchanged."""
-    from domainvlm.domains.comics.sample import letter
+    blanked and lettered again with the other's words (in their speaker's lettering), its outline
+    and tail unchanged."""
+    from domainvlm.domains.comics.sample import letter, lettering
 
     copy = page.copy()
     draw = ImageDraw.Draw(copy)
-    words = [text["text"] for text in panel.texts]
+    words = [(text["text"], lettering(text["speaker"]["character"])) for text in panel.texts]
     words[0], words[-1] = words[-1], words[0]
-    for text, new in zip(panel.texts, words):
+    for text, (new, colour) in zip(panel.texts, words):
         draw.ellipse(text["box"], fill=(255, 255, 255), outline=(0, 0, 0))
-        letter(draw, text["box"], new)
+        letter(draw, text["box"], new, colour)
     return copy
 
 
