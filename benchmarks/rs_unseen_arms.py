@@ -102,8 +102,8 @@ def experts_logits(system: SemanticExpertsSystem, paths: list[str], class_vector
     rows = []
     for start in range(0, len(paths), 64):
         images = torch.stack([load(p) for p in paths[start : start + 64]])
-        features, _, embedding = system.fuse(images, [system.hparams.task_prompt] * len(images))
-        rows.append(system.joint_logits(features, embedding, class_vectors))
+        features, _, anchor = system.fuse(images, [system.hparams.task_prompt] * len(images))
+        rows.append(system.joint_logits(features, anchor, class_vectors))
     return torch.cat(rows)
 
 

@@ -281,6 +281,7 @@ class SemanticExpertsSystem(BaseSystem):
         task_prompt: str = "what kind of scene is shown in this satellite image?",
         head: str = "classifier",
         knowledge_exclude: list[str] | None = None,
+        direct_cues: bool = False,
         **kwargs: Any,
     ) -> None:
         """
@@ -313,6 +314,11 @@ class SemanticExpertsSystem(BaseSystem):
                 against the class names' zero-shot vectors; see the class docstring).
             knowledge_exclude: concept ids (``concepts.json``) whose entries the knowledge base
                 leaves out.
+            direct_cues: ``joint`` head with retrieval: each level's retrieved entry vectors
+                (score-weighted mean) are also added to the image embedding as they are, with a
+                learned weight per level starting at 0. The experts reach the joint space only
+                through a layer trained on seen classes; this path lets knowledge of a concept
+                never trained on move the image towards that concept's own vector.
         """
         super().__init__(**kwargs)
         if task not in ("scene", "vqa"):
@@ -325,6 +331,8 @@ class SemanticExpertsSystem(BaseSystem):
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if head == "joint" and task != "scene":
             raise ValueError("head 'joint' scores scene class names: use it with task 'scene'")
+        if direct_cues and head != "joint":
+            raise ValueError("direct_cues adds cues in the joint space: it needs head 'joint'")
         excluded = set(knowledge_exclude or ())
         unknown = sorted(excluded - {concept.id for concept in load_concepts()})
         if unknown:
@@ -342,6 +350,9 @@ class SemanticExpertsSystem(BaseSystem):
         self.register_buffer("knowledge_vectors", torch.zeros(len(self.records), joint_dim))
         self.experts = SemanticExperts(
             joint_dim, self.clip.visual.transformer.width, dim, heads, learned_gate=learned_gate
+        )
+        self.cue_weights = (
+            nn.Parameter(torch.zeros(len(self.experts.levels))) if direct_cues else None
         )
         self.head: nn.Module | None = None
         if classes:
@@ -450,16 +461,17 @@ class SemanticExpertsSystem(BaseSystem):
 
     def forward(self, images: Tensor, queries: list[str]) -> tuple[Tensor, Tensor]:
         """Logits over the classes (or answers) and the experts' gate weights."""
-        features, gate, embedding = self.fuse(images, queries)
+        features, gate, anchor = self.fuse(images, queries)
         if self.hparams.head == "joint":
             if not self.class_vectors.any():  # neither embedded at fit nor loaded
                 self._embed_classes()
-            return self.joint_logits(features, embedding, self.class_vectors), gate
+            return self.joint_logits(features, anchor, self.class_vectors), gate
         return self.head(features), gate
 
-    def joint_logits(self, features: Tensor, embedding: Tensor, class_vectors: Tensor) -> Tensor:
-        """``100·cos(ê + head(features), class)``: the zero-shot logits while the head is zero."""
-        image = F.normalize(F.normalize(embedding, dim=-1) + self.head(features), dim=-1)
+    def joint_logits(self, features: Tensor, anchor: Tensor, class_vectors: Tensor) -> Tensor:
+        """``100·cos(anchor + head(features), class)``: the zero-shot logits while the head and
+        the direct cue weights are zero (``anchor`` is ``fuse``'s)."""
+        image = F.normalize(anchor + self.head(features), dim=-1)
         return LOGIT_SCALE * image @ class_vectors.T
 
     @torch.no_grad()
@@ -468,11 +480,12 @@ class SemanticExpertsSystem(BaseSystem):
         (unit rows in the towers' joint space: ``class_name_vectors`` or knowledge entries)."""
         if self.hparams.head != "joint":
             raise ValueError("score needs head 'joint'; a classifier head knows its classes only")
-        features, _, embedding = self.fuse(images, [self.hparams.task_prompt] * len(images))
-        return self.joint_logits(features, embedding, class_vectors.to(features))
+        features, _, anchor = self.fuse(images, [self.hparams.task_prompt] * len(images))
+        return self.joint_logits(features, anchor, class_vectors.to(features))
 
     def fuse(self, images: Tensor, queries: list[str]) -> tuple[Tensor, Tensor, Tensor]:
-        """The experts' features, gate weights and the images' global embeddings."""
+        """The experts' features, gate weights and the anchor of the joint head: the unit image
+        embedding, plus the weighted retrieved entries with ``direct_cues``."""
         with torch.no_grad():
             embedding, patch_tokens = encode_with_patch_tokens(self.clip.visual, images)
             unique = sorted(set(queries))  # a scene batch repeats one task prompt
@@ -488,7 +501,14 @@ class SemanticExpertsSystem(BaseSystem):
                 "scene": self.retrieve(embedding, "scene", self.hparams.k_scene, 1),
             }
         features, gate = self.experts(query, embedding, patch_tokens, cues)
-        return features, gate, embedding
+        anchor = F.normalize(embedding, dim=-1)
+        if self.cue_weights is not None and cues is not None:
+            for weight, level in zip(self.cue_weights, self.experts.levels):
+                vectors, scores = cues[level]
+                scores = scores.clamp(min=0).unsqueeze(-1)
+                mean = (scores * vectors).sum(1) / scores.sum(1).clamp(min=1e-6)
+                anchor = anchor + weight * mean
+        return features, gate, anchor
 
     def compute_losses(self, batch: dict, stage: str) -> dict[str, Tensor]:
         needed = "question" if self.hparams.task == "vqa" else "label"

@@ -67,7 +67,7 @@ def variant(system: SemanticExpertsSystem, **changes) -> SemanticExpertsSystem:
     if other.hparams.head != system.hparams.head:  # a fresh head of the other kind
         given = {k: v for k, v in given.items() if not k.startswith("head.")}
     missing, _ = other.load_state_dict(given, strict=False)
-    assert all(key.startswith("head.") for key in missing)
+    assert all(key.startswith("head.") or key == "cue_weights" for key in missing)
     return other
 
 
@@ -268,3 +268,23 @@ def test_knowledge_exclude_leaves_the_concepts_out_of_retrieval(
     assert all(any(torch.equal(v, a) for a in allowed) for v in vectors[0])
     with pytest.raises(ValueError, match="unknown concept ids \\['atlantis'\\]"):
         variant(joint_system, knowledge_exclude=["atlantis"])
+
+
+def test_direct_cues_add_the_retrieved_entries_to_the_image(joint_system, scene_batch):
+    images = scene_batch[1]["image"][:2]
+    direct = variant(joint_system, direct_cues=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(
+            direct.score(images, direct.class_vectors),
+            joint_system.score(images, joint_system.class_vectors),
+            atol=1e-4,
+        )  # the weights start at 0
+        direct.cue_weights.copy_(torch.tensor([0.0, 2.0]))  # scene cues only
+        _, _, anchor = direct.fuse(images, ["q"] * 2)
+        embedding = torch.nn.functional.normalize(direct.clip.encode_image(images), dim=-1)
+        vectors, scores = direct.retrieve(embedding, "scene", k=2, per_image=1)
+    weights = scores.clamp(min=0)[..., None]  # an entry pointing away adds nothing
+    mean = (weights * vectors).sum(1) / weights.sum(1)
+    assert torch.allclose(anchor, embedding + 2 * mean, atol=1e-4)
+    with pytest.raises(ValueError, match="needs head 'joint'"):
+        variant(joint_system, head="classifier", direct_cues=True)
