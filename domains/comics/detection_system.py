@@ -55,13 +55,13 @@ class PageDetectionSystem(BaseSystem):
             detections_per_page: most boxes per page (COCO AR100 needs at least 100).
             nms_thresh: IoU above which the lower-scored of two boxes of one class is dropped
                 (FCOS uses 0.6; panels, texts and faces of a page rarely overlap, so 0.4).
-            freeze_norm: ResNet batch norms frozen (default: when ``backbone_weights`` is given,
-                as torchvision fine-tunes detectors).
+            freeze_norm: ResNet batch norms frozen (default: when a weights file is given, as
+                torchvision fine-tunes detectors).
         """
         super().__init__(**kwargs)
         imagenet = backbone != "tiny"
         if freeze_norm is None:
-            freeze_norm = backbone_weights is not None and imagenet
+            freeze_norm = imagenet and (backbone_weights or detector_weights) is not None
         self.freeze_norm = freeze_norm
         self.model = build_detector(
             len(DETECTION_CLASSES),
