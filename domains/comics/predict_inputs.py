@@ -69,6 +69,11 @@ def find_pages(
             for book in load_books(pages, split)
             for page in book.pages
         ]
+    elif split is not None:
+        raise DataRootError(
+            f"{str(pages)!r}: --split {split} picks books of a Manga109 or CoMix dataset root; "
+            "this is a folder of pages (leave --split out)"
+        )
     else:
         folders = [pages, *sorted((p for p in pages.iterdir() if p.is_dir()), key=_natural)]
         sources = [

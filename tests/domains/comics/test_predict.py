@@ -179,6 +179,7 @@ def test_errors_name_the_folder_or_file(tmp_path: Path, capsys):
         (["--pages", tmp_path / "missing"], "missing': the pages folder does not exist"),
         (["--pages", tmp_path / "comix" / "annotations"], "holds no pages"),
         (["--pages", root, "--split", "val"], "holds no pages in split 'val'"),
+        (["--pages", root / "images", "--split", "val"], "this is a folder of pages"),
         (["--pages", root, "--detector", tmp_path / "none.ckpt"], "none.ckpt: --detector: no such"),
         (["--pages", root, "--bank", tmp_path], "--bank names clusters of --checkpoint"),
         (["--pages", root / "images"], "Book/11.png: this page has no annotation: give --detector"),
