@@ -2,7 +2,8 @@
 
 The loss is FCOS's (focal classification + GIoU regression + centre-ness), with the classes a
 page's format does not annotate left out. Validation runs the detector as at inference and logs
-COCO AP50 per class and its mean (``val/AP50``, what the checkpoint callback keeps the best of).
+COCO AP50 per class and its mean (``val/AP50``, what the checkpoint callback keeps the best of);
+``domainvlm test`` logs the same under ``test/``.
 Pretrained weights come from local files only, and only when the system is built for training:
 the checkpoint then carries them in its state dict and does not name the files again.
 """
@@ -80,7 +81,7 @@ class PageDetectionSystem(BaseSystem):
         if backbone_weights is not None:
             body = self.model.backbone.body
             load_weights_file(body, backbone_weights, ("model.backbone.body.", "backbone.body."))
-        self._validation: list[tuple[PageTargets, list]] = []
+        self._evaluated: list[tuple[PageTargets, list]] = []
 
     @property
     def max_side(self) -> int:
@@ -92,6 +93,19 @@ class PageDetectionSystem(BaseSystem):
         return {**losses, "loss": sum(losses.values())}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def _collect(self, batch: dict) -> None:
+        """Detections as at inference, kept with their targets for COCO AP at the epoch's end."""
         outputs = self.model(batch["images"])
         for image, target, output in zip(batch["images"], batch["targets"], outputs):
             output = one_label_per_object(output)
@@ -107,19 +121,19 @@ class PageDetectionSystem(BaseSystem):
             found = list(
                 zip(output["boxes"].tolist(), output["labels"].tolist(), output["scores"].tolist())
             )
-            self._validation.append((page, found))
+            self._evaluated.append((page, found))
 
-    def on_validation_epoch_end(self) -> None:
-        pages, found = zip(*self._validation) if self._validation else ((), ())
-        self._validation = []
+    def _log_metrics(self, stage: str) -> None:
+        pages, found = zip(*self._evaluated) if self._evaluated else ((), ())
+        self._evaluated = []
         if not pages:
             return
         result = evaluate_detections(coco_ground_truth(pages), coco_results(found))
         for name, row in result["classes"].items():
             if row["AP50"] is not None:
-                self.log(f"val/AP50_{name}", row["AP50"])
-        self.log("val/AP50", result["mean"]["AP50"] or 0.0, prog_bar=True)
-        self.log("val/AP50-95", result["mean"]["AP50-95"] or 0.0)
+                self.log(f"{stage}/AP50_{name}", row["AP50"])
+        self.log(f"{stage}/AP50", result["mean"]["AP50"] or 0.0, prog_bar=True)
+        self.log(f"{stage}/AP50-95", result["mean"]["AP50-95"] or 0.0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -320,3 +320,25 @@ def test_fit_then_eval_and_detect_through_the_cli(
         "--table",
     )
     assert code == 0 and lines[1].split() == ["class", "boxes", "AP50", "AP50-95", "AR10", "AR100"]
+
+
+def test_test_loop_reports_coco_ap(
+    detector_checkpoint: Path,
+    sample_root: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = detector_checkpoint.parents[4]  # the fit's working directory, with its config
+    monkeypatch.chdir(run)
+    code, lines, _ = run_cli(
+        capsys,
+        "test",
+        "--config",
+        run / "detector.yaml",
+        "--ckpt_path",
+        detector_checkpoint,
+        "--data.root",
+        sample_root,
+    )
+    assert code == 0
+    assert any("test/AP50_panel" in line for line in lines)
