@@ -224,11 +224,13 @@ def run_characters(args: argparse.Namespace) -> dict:
     from domainvlm.domains.comics.pages import read_splits
 
     system = load_system(args.checkpoint).to(resolve_device(args.device))
-    if not hasattr(system, "encoder") or type(system).__name__ == "GroundingSystem":
+    try:
+        system.encoder()
+    except NotImplementedError as exc:
         raise GroundingEvaluationError(
-            f"checkpoint {args.checkpoint!r} has no image embedding: eval characters needs a "
-            "comics CLIP checkpoint (configs/comics/tiny.yaml)"
-        )
+            f"checkpoint {args.checkpoint!r} holds a {type(system).__name__}, which has no image "
+            "embedding: eval characters needs a comics CLIP checkpoint (configs/comics/tiny.yaml)"
+        ) from exc
 
     def embedded_books(split: str) -> tuple[list, list]:
         """(title, CLIP embeddings, names) and (title, thumbnail vectors, names) per book."""

@@ -3,9 +3,8 @@
 A pair scorer rates every (text, character) pair of a page from geometry (offsets and distances
 in units of the page's extent, distance ranks, shared panel) and, when the page pixels are given,
 the balloon's tail: the direction from the text to the tip of the paper-white balloon around it
-(its most outlying pixel; a balloon's tail pokes out towards the speaker). Each
-text is linked to its best character when that pair's probability reaches ``threshold``, else it
-gets no speaker. Without a scorer the baseline links each text to the nearest character (box
+(its most outlying pixel; a balloon's tail pokes out towards the speaker). Each text is linked to
+its best character when that pair's probability reaches ``threshold``, else it gets no speaker. Without a scorer the baseline links each text to the nearest character (box
 centre distance), always.
 
 Metrics (``link_metrics``): the annotated links G and the predicted links P are sets of
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from domainvlm.domains.comics.pages import Box, CharacterBox, Page, Panel, _overlap
+from domainvlm.domains.comics.pages import Box, CharacterBox, Page, TextBox, _overlap
 from scipy import ndimage
 from torch import nn
 
@@ -64,7 +63,7 @@ def annotated_links(page: Page) -> list[tuple[int, int]]:
     return links
 
 
-def page_texts(page: Page) -> list[tuple]:
+def page_texts(page: Page) -> list[tuple[TextBox, int]]:
     """(TextBox, panel index) for every text of the page, panels in order."""
     return [(text, index) for index, panel in enumerate(page.panels) for text in panel.texts]
 
@@ -279,7 +278,6 @@ def chance_counts(n_texts: int, n_characters: int, annotated: int) -> tuple[floa
 
 def page_inputs(page: Page) -> tuple[list[Box], list[Box], list[Box]]:
     """Text boxes, candidate character boxes and panel boxes of an annotated page."""
-    panels: list[Panel] = page.panels
     texts = [text.box for text, _ in page_texts(page)]
     characters = [person.box for person, _ in page_characters(page)]
-    return texts, characters, [panel.box for panel in panels]
+    return texts, characters, [panel.box for panel in page.panels]

@@ -291,3 +291,12 @@ def test_eval_characters(
     assert -1.0 <= result["ami_pixels"] <= 1.0
     assert len(result["left_out"]) == 1 and 0.0 <= result["naming_accuracy"] <= 1.0
     assert result["naming_uniform"] == pytest.approx(1 / (len(result["bank_names"]) + 1))
+
+
+def test_eval_characters_refuses_a_grounding_checkpoint(
+    grounding_checkpoint: Path, sample_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, _, err = run_cli(
+        capsys, "eval", "characters", "--checkpoint", grounding_checkpoint, "--data", sample_root
+    )
+    assert code != 0 and "GroundingSystem" in err and "comics CLIP" in err
