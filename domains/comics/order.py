@@ -4,8 +4,9 @@ The learned order scores every ordered pair of boxes with a small MLP on their g
 read before b"), made antisymmetric (``logit(a, b) = f(a, b) − f(b, a)``), and decodes the
 permutation that maximises the summed log-probability of its pairs: exactly (dynamic programming
 over subsets) up to ``EXACT_LIMIT`` boxes, beyond that by sorting on each box's summed
-probability of coming first. Manga pages are mirrored left↔right first, so one scorer serves both
-directions. Without a scorer, ``order_boxes`` is the rule (``pages.reading_order``).
+probability of coming first and then swapping neighbours while that raises the sum. Manga pages
+are mirrored left↔right first, so one scorer serves both directions. Without a scorer,
+``order_boxes`` is the rule (``pages.reading_order``).
 
 Annotated orders come from the annotation files themselves (``annotated_orders``): the order in
 which a page lists its frames and its texts (Manga109 XML document order, CoMix COCO list order
@@ -104,7 +105,7 @@ def decode(probability: np.ndarray) -> list[int]:
     log_p = np.log(np.clip(probability, 1e-9, 1.0))
     np.fill_diagonal(log_p, 0.0)
     if n > EXACT_LIMIT:
-        return [int(i) for i in np.argsort(-probability.sum(axis=1), kind="stable")]
+        return _sort_then_swap(probability, log_p)
     full = (1 << n) - 1
     best = np.full(1 << n, -np.inf)
     choice = np.zeros(1 << n, dtype=np.int64)
@@ -126,6 +127,20 @@ def decode(probability: np.ndarray) -> list[int]:
         order.append(a)
         state ^= 1 << a
     return order[::-1]
+
+
+def _sort_then_swap(probability: np.ndarray, log_p: np.ndarray) -> list[int]:
+    """Sort on each box's summed P(before), then swap neighbours while that raises the sum."""
+    order = [int(i) for i in np.argsort(-probability.sum(axis=1), kind="stable")]
+    improved = True
+    while improved:
+        improved = False
+        for i in range(len(order) - 1):
+            a, b = order[i], order[i + 1]
+            if log_p[b, a] > log_p[a, b]:
+                order[i], order[i + 1] = b, a
+                improved = True
+    return order
 
 
 def order_boxes(

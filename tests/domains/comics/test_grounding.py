@@ -197,6 +197,17 @@ def test_rule_order_western_and_manga() -> None:
 def test_decode_is_exact_and_features_mirror() -> None:
     probability = np.array([[0.5, 0.9, 0.8], [0.1, 0.5, 0.3], [0.2, 0.7, 0.5]])
     assert decode(probability) == [0, 2, 1]
+    # above the exact limit: the first box is only weakly ahead of the rest (0.55), so sorting on
+    # summed P(before) puts it sixth; swapping neighbours brings it back to the front
+    truth = [int(i) for i in np.random.default_rng(0).permutation(14)]
+    rank = {box: i for i, box in enumerate(truth)}
+    big = np.array([[0.9 if rank[a] < rank[b] else 0.1 for b in range(14)] for a in range(14)])
+    for c in truth[2:]:
+        big[truth[0], c], big[c, truth[0]] = 0.55, 0.45
+        big[truth[1], c], big[c, truth[1]] = 0.95, 0.05
+    np.fill_diagonal(big, 0.5)
+    assert np.argsort(-big.sum(axis=1), kind="stable").tolist()[0] == truth[1]
+    assert decode(big) == truth
     ltr = order_features(PAGE, "ltr")
     mirrored = [(200 - x2, y1, 200 - x1, y2) for x1, y1, x2, y2 in PAGE]
     np.testing.assert_allclose(order_features(mirrored, "rtl"), ltr, atol=1e-6)
