@@ -311,3 +311,30 @@ def test_eval_characters_refuses_a_grounding_checkpoint(
         capsys, "eval", "characters", "--checkpoint", grounding_checkpoint, "--data", sample_root
     )
     assert code != 0 and "GroundingSystem" in err and "comics CLIP" in err
+
+
+def test_grounding_pages_carry_one_speaker_per_text_and_listed_orders(sample_root: Path) -> None:
+    from domainvlm.domains.comics.grounding_data import GroundingDataModule
+
+    data = GroundingDataModule(root=str(sample_root), batch_size=2)
+    record = data.dataset("val").records[0]
+    assert record.links is not None and (record.links.sum(axis=1) == 1).all()
+    assert [len(boxes) for boxes in record.orders] == [len(record.panels), len(record.texts)]
+    item = data.dataset("val")[0]
+    assert item["speaker_x"].shape == (len(record.texts) * len(record.characters), 18)
+    assert item["speaker_y"].sum() == len(record.texts)
+    n_panels, n_texts = len(record.panels), len(record.texts)
+    pairs = n_panels * (n_panels - 1) + n_texts * (n_texts - 1)
+    assert item["order_x"].shape[0] == pairs and item["order_y"].sum() == pairs / 2
+    batch = next(iter(data.loader("val")))
+    assert batch["pages"].tolist() == [1, 1] and batch["speaker_x"].shape[1] == 18
+
+
+def test_annotated_orders_name_a_malformed_file(tmp_path: Path) -> None:
+    from domainvlm.domains.comics.order import annotated_orders
+
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "books.txt").write_text("Book\n")
+    (tmp_path / "annotations/Book.xml").write_text("<book><pages><page")
+    with pytest.raises(ComicsDataError, match="Book.xml"):
+        annotated_orders(tmp_path)
