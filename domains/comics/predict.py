@@ -164,11 +164,10 @@ def predict_page(source: PageSource, models: Models) -> PagePrediction:
     )
     sources["order"] = "grounding" if models.order_scorer is not None else "rule"
     texts, sources["text"] = text_contents(boxes["text"], source.annotation)
-    prediction = PagePrediction(
+    return PagePrediction(
         source, width, height, boxes, scores, texts, [tuple(link) for link in links],
         panel_order, text_order, sources, identities,
     )  # fmt: skip
-    return prediction
 
 
 # -- characters across a book --------------------------------------------------------------------
@@ -188,6 +187,7 @@ def cluster_books(predictions: list[PagePrediction], models: Models) -> None:
         else:
             for page in pages:
                 page.sources["clusters"] = "none (give --checkpoint to cluster characters)"
+                page.sources["names"] = "none (give --checkpoint and --bank)"
 
 
 def _cluster_identities(pages: list[PagePrediction]) -> None:
