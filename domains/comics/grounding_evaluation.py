@@ -290,7 +290,10 @@ def run_characters(args: argparse.Namespace) -> dict:
         "crops": sum(len(names) for _, _, names in held_out),
         "threshold": threshold,
         "name_threshold": name_threshold,
-        "thresholds_from": "val books" if tuning else "given or default",
+        "thresholds_from": ", ".join(
+            f"{what} {'given' if given is not None else 'from val books' if tuning else 'default'}"
+            for what, given in (("cut", args.threshold), ("naming", args.name_threshold))
+        ),
         "ami": float(np.mean(scores)),
         "ami_per_book": {title: s for (title, _, _), s in zip(held_out, scores)},
         "ami_shuffled": float(np.mean(shuffled)),

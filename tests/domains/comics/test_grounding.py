@@ -298,6 +298,7 @@ def test_eval_characters(
     )  # fmt: skip
     result = json.loads(out[0])
     assert code == 0 and result["books"] == 2 and result["crops"] > 10
+    assert result["thresholds_from"] == "cut given, naming given" and result["threshold"] == 0.3
     assert -1.0 <= result["ami"] <= 1.0 and result["ami_chance"] == 0.0
     assert -1.0 <= result["ami_pixels"] <= 1.0
     assert len(result["left_out"]) == 1 and 0.0 <= result["naming_accuracy"] <= 1.0
