@@ -220,11 +220,13 @@ def test_learned_order_on_western_and_manga_pages() -> None:
     scorer = OrderScorer()
     optimiser = torch.optim.Adam(scorer.parameters(), lr=0.01)
     pages = []
-    for _ in range(20):
-        rows, cols, w, h = rng.integers(1, 4), rng.integers(1, 4), 60, 50
-        pages.append(
-            [(c * w, r * h, c * w + w - 5, r * h + h - 5) for r in range(rows) for c in range(cols)]
-        )
+    for _ in range(20):  # rows of 1-3 panels each, as the sample's pages
+        page, h = [], 50
+        for r in range(rng.integers(1, 4)):
+            cols = int(rng.integers(1, 4))
+            w = 180 // cols
+            page += [(c * w, r * h, c * w + w - 5, r * h + h - 5) for c in range(cols)]
+        pages.append(page)
     pairs, swapped, labels = [], [], []
     for boxes in pages:
         if len(boxes) >= 2:
