@@ -135,17 +135,18 @@ def test_retrieval_returns_the_exact_top_k_of_the_right_level(clip_checkpoint, s
     assert torch.allclose(vectors, system.knowledge_vectors[scene_rows[top.indices]], atol=1e-6)
 
 
-def test_scene_and_vqa_steps_train_only_the_new_modules(sample_root, clip_checkpoint):
-    for task, datamodule in (
-        ("scene", RSSceneDataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=4)),
-        ("vqa", RSVQADataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=4)),
+def test_scene_and_vqa_steps_train_only_the_new_modules(sample_root, joint_system, scene_batch):
+    vqa = RSVQADataModule(root=str(sample_root), bands=[3, 2, 1, 4], batch_size=4)
+    vqa.setup("fit")
+    assert joint_system.hparams.classes == scene_batch[0].classes()  # set-up sized the head
+    for task, datamodule, batch in (
+        ("scene", scene_batch[0], scene_batch[1]),
+        ("vqa", vqa, next(iter(vqa.train_dataloader()))),
     ):
-        datamodule.setup("fit")
-        system = make_system(clip_checkpoint, datamodule, task=task)
+        classes = datamodule.classes()
+        system = variant(joint_system, task=task, head="classifier", classes=classes).train()
         logged: list[str] = []
         system.log = lambda name, *args, record=logged, **kwargs: record.append(name)
-        assert len(system.hparams.classes) == len(datamodule.classes())
-        batch = next(iter(datamodule.train_dataloader()))
         losses = system.compute_losses(batch, "train")
         expected = {f"train/acc_{kind}" for kind in batch.get("type", [])}
         assert set(logged) == expected  # per question type for VQA, nothing extra for scenes
