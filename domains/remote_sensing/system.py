@@ -282,6 +282,7 @@ class SemanticExpertsSystem(BaseSystem):
         head: str = "classifier",
         knowledge_exclude: list[str] | None = None,
         direct_cues: bool = False,
+        residual_norm: float | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -319,6 +320,9 @@ class SemanticExpertsSystem(BaseSystem):
                 learned weight per level starting at 0. The experts reach the joint space only
                 through a layer trained on seen classes; this path lets knowledge of a concept
                 never trained on move the image towards that concept's own vector.
+            residual_norm: ``joint`` head: the experts' residual is shortened to at most this
+                length (the image embedding has length 1), so the zero-shot prior keeps a say on
+                images of classes the experts were never trained on; none = unbounded.
         """
         super().__init__(**kwargs)
         if task not in ("scene", "vqa"):
@@ -331,8 +335,8 @@ class SemanticExpertsSystem(BaseSystem):
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if head == "joint" and task != "scene":
             raise ValueError("head 'joint' scores scene class names: use it with task 'scene'")
-        if direct_cues and head != "joint":
-            raise ValueError("direct_cues adds cues in the joint space: it needs head 'joint'")
+        if (direct_cues or residual_norm is not None) and head != "joint":
+            raise ValueError("direct_cues and residual_norm act in the joint space: head 'joint'")
         excluded = set(knowledge_exclude or ())
         unknown = sorted(excluded - {concept.id for concept in load_concepts()})
         if unknown:
@@ -471,7 +475,11 @@ class SemanticExpertsSystem(BaseSystem):
     def joint_logits(self, features: Tensor, anchor: Tensor, class_vectors: Tensor) -> Tensor:
         """``100·cos(anchor + head(features), class)``: the zero-shot logits while the head and
         the direct cue weights are zero (``anchor`` is ``fuse``'s)."""
-        image = F.normalize(anchor + self.head(features), dim=-1)
+        residual = self.head(features)
+        if self.hparams.residual_norm is not None:
+            length = residual.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            residual = residual * (self.hparams.residual_norm / length).clamp(max=1.0)
+        image = F.normalize(anchor + residual, dim=-1)
         return LOGIT_SCALE * image @ class_vectors.T
 
     @torch.no_grad()

@@ -285,7 +285,28 @@ def test_direct_cues_add_the_retrieved_entries_to_the_image(joint_system, scene_
         embedding = torch.nn.functional.normalize(direct.clip.encode_image(images), dim=-1)
         vectors, scores = direct.retrieve(embedding, "scene", k=2, per_image=1)
     weights = scores.clamp(min=0)[..., None]  # an entry pointing away adds nothing
-    mean = (weights * vectors).sum(1) / weights.sum(1)
+    mean = (weights * vectors).sum(1) / weights.sum(1).clamp(min=1e-6)
     assert torch.allclose(anchor, embedding + 2 * mean, atol=1e-4)
-    with pytest.raises(ValueError, match="needs head 'joint'"):
+    with pytest.raises(ValueError, match="head 'joint'"):
         variant(joint_system, head="classifier", direct_cues=True)
+
+
+def test_residual_norm_bounds_what_the_experts_add():
+    system = SemanticExpertsSystem(classes=["a", "b"], in_chans=4, dim=8, head="joint")
+    bounded = SemanticExpertsSystem(**{**system.hparams, "residual_norm": 0.5})
+    with torch.no_grad():
+        system.head.bias[1] = 10.0  # the experts push along axis 1, ten times the image's length
+    bounded.load_state_dict(system.state_dict())
+    features, classes = torch.zeros(1, 16), torch.eye(128)[:2]
+    anchor = classes[:1]  # the image along axis 0
+    with torch.no_grad():  # cos to axes 0 and 1 of e0 + 0.5·e1, and of e0 + 10·e1
+        assert torch.allclose(
+            bounded.joint_logits(features, anchor, classes),
+            torch.tensor([[100 / 1.25**0.5, 50 / 1.25**0.5]]),
+        )
+        assert torch.allclose(
+            system.joint_logits(features, anchor, classes),
+            torch.tensor([[100 / 101**0.5, 1000 / 101**0.5]]),
+        )
+    with pytest.raises(ValueError, match="head 'joint'"):
+        SemanticExpertsSystem(classes=["a"], residual_norm=1.0)
