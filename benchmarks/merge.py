@@ -51,7 +51,9 @@ def run_seed(domain, args, seed: int, work: Path) -> dict[str, dict]:
     for name, task in tasks.items():
         data[name] = split(domain, task, args.shots, rng, halves=True)
         system = domain.new_system({"base": str(base), **domain.lora}, seed)
-        finetune(domain, system, task, *data[name]["train"], args.steps, domain.lora_lr)
+        finetune(
+            domain, system, task, *data[name]["train"], args.steps, args.lora_lr or domain.lora_lr
+        )
         specialists[name] = work / f"{name}.ckpt"
         save(system, specialists[name])
 
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--pretrain-steps", type=int, help="base pretraining steps (per domain)")
+    parser.add_argument("--lora-lr", type=float, help="the specialists' lr (default: the domain's)")
     parser.add_argument("--samples", type=Path, help="folder of the demo samples (kept there)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
