@@ -63,9 +63,8 @@ def _may_hold(path: Path, task: str, split: str) -> bool:
 
 
 def read_records(path: Path) -> list[tuple[int, dict]]:
-    """(line or position, record) pairs from a JSON list or a JSON Lines file."""
-    if path.suffix == ".parquet":
-        return list(read_parquet(path))
+    """(line or position, record) pairs from a JSON list or a JSON Lines file (Parquet files go
+    through ``read_parquet``, which extracts their images)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
