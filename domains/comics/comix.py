@@ -8,7 +8,9 @@ inside them. Optional fields this reader uses: ``text`` (transcription) on text 
 ``character`` (an identity shared across pages and books) and ``name`` on character/face
 annotations, and on link_sbsc
 annotations ``text_id`` / ``character_id`` (annotation ids of the text and the speaking character,
-as CoMix's XML ``<link_sbsc text_id character_id>``). Western books read left to right.
+as CoMix's XML ``<link_sbsc text_id character_id>``). "sbsc" reads speech balloon → speaking
+character, so a link may name a balloon instead of a text: the speaker then goes to every text
+lying mostly (≥ 50 % of its area) inside that balloon. Western books read left to right.
 CoMix's XML files (``annotations/*.xml``, read by ``comix_xml``) may sit beside or instead of the
 COCO files; a book found in both is read from each and its pages joined.
 """
@@ -24,6 +26,7 @@ from domainvlm.domains.comics.comix_xml import read_comix_xml, xml_files
 from domainvlm.domains.comics.pages import (
     BadInput,
     Book,
+    Box,
     CharacterBox,
     ComicsDataError,
     Direction,
@@ -31,6 +34,7 @@ from domainvlm.domains.comics.pages import (
     TextBox,
     assemble_panels,
     check_box,
+    overlap_fraction,
 )
 
 CATEGORIES = {
@@ -136,6 +140,7 @@ def _read_page(
         )
     frames, texts, people, balloons = [], [], [], []
     boxes: dict[int, TextBox | CharacterBox] = {}
+    balloon_ids: dict[int, Box] = {}
     links = []
     for annotation in annotations:
         category = CATEGORIES.get(annotation.get("category_id"))
@@ -152,6 +157,7 @@ def _read_page(
             frames.append(box)
         elif category == "balloon":
             balloons.append(box)
+            balloon_ids[annotation.get("id")] = box
         elif category in ("text", "onomatopoeia"):
             kind = "onomatopoeia" if category == "onomatopoeia" else "dialogue"
             item = TextBox(
@@ -167,18 +173,22 @@ def _read_page(
             people.append(item)
             boxes[annotation.get("id")] = item
     for annotation, what in links:
-        text, speaker = (
-            boxes.get(annotation.get("text_id")),
-            boxes.get(annotation.get("character_id")),
-        )
-        if not isinstance(text, TextBox) or not isinstance(speaker, CharacterBox):
+        speaker = boxes.get(annotation.get("character_id"))
+        linked = boxes.get(annotation.get("text_id"))
+        if annotation.get("text_id") in balloon_ids:
+            balloon = balloon_ids[annotation.get("text_id")]
+            spoken = [t for t in texts if overlap_fraction(t.box, balloon) >= 0.5]
+        else:
+            spoken = [linked] if isinstance(linked, TextBox) else []
+        if not spoken or not isinstance(speaker, CharacterBox):
             raise ComicsDataError(
                 path,
                 f"{what} links text {annotation.get('text_id')!r} to character "
-                f"{annotation.get('character_id')!r}, but one of them is no text or character "
-                "annotation of this page",
+                f"{annotation.get('character_id')!r}, but one of them is no text, balloon holding "
+                "a text, or character annotation of this page",
             )
-        text.speaker = speaker.character
+        for text in spoken:
+            text.speaker = speaker.character
     panels = assemble_panels(frames, texts, people, book.direction)
     index = int(image.get("page_index", position))
     return Page(

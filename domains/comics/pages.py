@@ -125,7 +125,7 @@ def check_box(box: Sequence[float], width: int, height: int, path: Path, what: s
     return (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
 
 
-def _overlap(inner: Box, outer: Box) -> float:
+def overlap_fraction(inner: Box, outer: Box) -> float:
     """Fraction of ``inner``'s area that lies inside ``outer``."""
     w = min(inner[2], outer[2]) - max(inner[0], outer[0])
     h = min(inner[3], outer[3]) - max(inner[1], outer[1])
@@ -175,8 +175,8 @@ def assemble_panels(
     for item in [*texts, *characters]:
         if not panels:
             break
-        best = max(range(len(panels)), key=lambda p: _overlap(item.box, panels[p].box))
-        if _overlap(item.box, panels[best].box) < 0.5:
+        best = max(range(len(panels)), key=lambda p: overlap_fraction(item.box, panels[p].box))
+        if overlap_fraction(item.box, panels[best].box) < 0.5:
             continue
         target = panels[best].texts if isinstance(item, TextBox) else panels[best].characters
         target.append(item)

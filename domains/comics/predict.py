@@ -36,8 +36,8 @@ from domainvlm.domains.comics.books import dataset_roots, load_books
 from domainvlm.domains.comics.pages import (
     Box,
     Direction,
-    _overlap,
     crop_address,
+    overlap_fraction,
     reading_order,
     split_crop,
 )
@@ -107,7 +107,7 @@ def text_reading_order(
     texts outside every panel (gutter captions) come last."""
     groups: dict[int, list[int]] = defaultdict(list)
     for t, box in enumerate(texts):
-        overlaps = [_overlap(box, panel) for panel in panels]
+        overlaps = [overlap_fraction(box, panel) for panel in panels]
         best = int(np.argmax(overlaps)) if overlaps and max(overlaps) > 0 else -1
         groups[best].append(t)
     order = []

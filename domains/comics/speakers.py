@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from domainvlm.domains.comics.pages import Box, CharacterBox, Page, TextBox, _overlap
+from domainvlm.domains.comics.pages import Box, CharacterBox, Page, TextBox, overlap_fraction
 from scipy import ndimage
 from torch import nn
 
@@ -72,8 +72,8 @@ def panel_index(box: Box, panels: Sequence[Box]) -> int:
     """The panel holding most of ``box`` (-1 when none holds half of it)."""
     if not panels:
         return -1
-    best = max(range(len(panels)), key=lambda p: _overlap(box, panels[p]))
-    return best if _overlap(box, panels[best]) >= 0.5 else -1
+    best = max(range(len(panels)), key=lambda p: overlap_fraction(box, panels[p]))
+    return best if overlap_fraction(box, panels[best]) >= 0.5 else -1
 
 
 # -- features ------------------------------------------------------------------------------------

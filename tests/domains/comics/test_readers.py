@@ -396,3 +396,44 @@ def test_comix_xml_errors_name_file_and_line(
     path.write_text(edit(path.read_text()))
     with pytest.raises(ComicsDataError, match=rf"{path.name}: .*{problem}"):
         read_comix(tmp_path / "xml")
+
+
+def test_comix_speaker_link_to_a_balloon(sample_root: Path, tmp_path: Path) -> None:
+    """ "sbsc" is speech balloon → speaking character: a link may name the balloon around a text."""
+    import json
+
+    root = _copy(sample_root, tmp_path)
+    path = root / "comix/annotations/comix_sample.json"
+    coco = json.loads(path.read_text())
+    by_id = {a["id"]: a for a in coco["annotations"]}
+    link = next(a for a in coco["annotations"] if a["category_id"] == 6)
+    text = by_id[link["text_id"]]
+    tx, ty, tw, th = text["bbox"]
+    balloon = next(
+        a
+        for a in coco["annotations"]
+        if a["category_id"] == 3
+        and a["image_id"] == text["image_id"]
+        and a["bbox"][0] <= tx
+        and a["bbox"][1] <= ty
+        and tx + tw <= a["bbox"][0] + a["bbox"][2]
+        and ty + th <= a["bbox"][1] + a["bbox"][3]
+    )
+    expected = {
+        (b.title, p.index, t.id): t.speaker
+        for b in read_comix(root / "comix")
+        for p in b.pages
+        for pn in p.panels
+        for t in pn.texts
+    }
+    link["text_id"] = balloon["id"]
+    path.write_text(json.dumps(coco))
+    books = read_comix(root / "comix")
+    got = {
+        (b.title, p.index, t.id): t.speaker
+        for b in books
+        for p in b.pages
+        for pn in p.panels
+        for t in pn.texts
+    }
+    assert got == expected and got[next(k for k in got if k[2] == str(text["id"]))] is not None
