@@ -48,12 +48,11 @@ def run_seed(domain, args, seed: int, work: Path) -> dict[str, dict]:
     base = domain.pretrain(excluded, args.pretrain_steps[domain.name], seed, work / "b")
     rng = np.random.default_rng(seed)
     data, specialists = {}, {}
+    lora_lr = args.lora_lr or domain.lora_lr
     for name, task in tasks.items():
         data[name] = split(domain, task, args.shots, rng, halves=True)
         system = domain.new_system({"base": str(base), **domain.lora}, seed)
-        finetune(
-            domain, system, task, *data[name]["train"], args.steps, args.lora_lr or domain.lora_lr
-        )
+        finetune(domain, system, task, *data[name]["train"], args.steps, lora_lr)
         specialists[name] = work / f"{name}.ckpt"
         save(system, specialists[name])
 
@@ -79,7 +78,7 @@ def run_seed(domain, args, seed: int, work: Path) -> dict[str, dict]:
             seed=seed,
         )
         test = score(merged_system, "test")
-        rows[method] = {"scale": best, "density": DENSITY}
+        rows[method] = {"scale": best, "density": DENSITY, "lora_lr": lora_lr}
         for name in tasks:
             rows[method][name] = {
                 "merged_acc1": test[name],
