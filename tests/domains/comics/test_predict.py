@@ -175,6 +175,8 @@ def test_the_sample_predicts_every_held_out_annotation(sample_root: Path, tmp_pa
 def test_errors_name_the_folder_or_file(tmp_path: Path, capsys):
     root = write_comix(tmp_path / "comix")
     out = ["--out", tmp_path / "o"]
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
     cases = [
         (["--pages", tmp_path / "missing"], "missing': the pages folder does not exist"),
         (["--pages", tmp_path / "comix" / "annotations"], "holds no pages"),
@@ -182,6 +184,8 @@ def test_errors_name_the_folder_or_file(tmp_path: Path, capsys):
         (["--pages", root / "images", "--split", "val"], "this is a folder of pages"),
         (["--pages", root, "--detector", tmp_path / "none.ckpt"], "none.ckpt: --detector: no such"),
         (["--pages", root, "--bank", tmp_path], "--bank names clusters of --checkpoint"),
+        (["--pages", root, "--grounding", garbage], "garbage.ckpt' holds pickled objects"),
+        (["--pages", root, "--checkpoint", "no.ckpt"], "encoder 'no.ckpt' is not an existing"),
         (["--pages", root / "images"], "Book/11.png: this page has no annotation: give --detector"),
     ]
     for argv, message in cases:
