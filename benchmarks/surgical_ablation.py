@@ -112,7 +112,18 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+    parser.add_argument(
+        "--collect", action="store_true", help="only summarise the finished runs under --out"
+    )
     args = parser.parse_args()
+    if args.collect:
+        rows = [json.loads(path.read_text()) for path in sorted(args.out.glob("*/result.json"))]
+        print(
+            json.dumps(
+                {"bench": "surgical_ablation", "runs": len(rows), "summary": summarise(rows)}
+            )
+        )
+        return
 
     args.out.mkdir(parents=True, exist_ok=True)
     sample = args.out / "sample"
