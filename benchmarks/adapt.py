@@ -21,19 +21,14 @@ trainable parameters), CPU seconds, wall seconds and the load average.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fewshot_domains import DOMAINS, Task, save, split
-
-PRETRAIN_STEPS = {"remote_sensing": 100, "medical": 150}
+from fewshot_domains import Task, add_common_arguments, run_domains, save, split
 
 
 @torch.no_grad()
@@ -159,36 +154,8 @@ def summarise(name: str, runs: list[dict[str, dict]]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--domains", default="remote_sensing,medical")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--shots", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--pretrain-steps", type=int, help="base pretraining steps (per domain)")
-    parser.add_argument("--samples", type=Path, help="folder of the demo samples (kept there)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    args.pretrain_steps = {
-        name: args.pretrain_steps or steps for name, steps in PRETRAIN_STEPS.items()
-    }
-    seeds = [int(s) for s in args.seeds.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        samples = args.samples or work
-        for name in args.domains.split(","):
-            cpu, wall, load = time.process_time(), time.perf_counter(), os.getloadavg()[0]
-            domain = DOMAINS[name](samples / name)
-            runs = []
-            for seed in seeds:
-                runs.append(run_seed(domain, args, seed, work))
-                for method, row in runs[-1].items():
-                    print(json.dumps({"domain": name, "method": method, "seed": seed, **row}))
-            for line in summarise(name, runs):
-                print(json.dumps(line))
-            cost = {"domain": name, "cpu_s": time.process_time() - cpu}
-            cost |= {"wall_s": time.perf_counter() - wall, "pretrain_steps": args.pretrain_steps}
-            cost["load_average"] = [load, os.getloadavg()[0]]
-            print(json.dumps(cost), flush=True)
-    return 0
+    add_common_arguments(parser)
+    return run_domains(parser.parse_args(argv), run_seed, summarise)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,12 @@ held-out split for medical.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,3 +251,48 @@ class Medical:
 
 
 DOMAINS = {"remote_sensing": RemoteSensing, "medical": Medical}
+
+
+PRETRAIN_STEPS = {"remote_sensing": 100, "medical": 150}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options adapt.py and merge.py share: domains, seeds, shots, steps, samples."""
+    parser.add_argument("--domains", default="remote_sensing,medical")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--pretrain-steps", type=int, help="base pretraining steps (per domain)")
+    parser.add_argument("--samples", type=Path, help="folder of the demo samples (kept there)")
+
+
+def run_domains(
+    args: argparse.Namespace,
+    run_seed: Callable[..., dict],
+    summarise: Callable[[str, list[dict]], list[dict]],
+) -> int:
+    """Each domain over the seeds: one JSON line per method and seed, the summary lines, and the
+    domain's CPU and wall time with the load average before and after (the machine is shared)."""
+    torch.set_num_threads(1)
+    args.pretrain_steps = {
+        name: args.pretrain_steps or steps for name, steps in PRETRAIN_STEPS.items()
+    }
+    seeds = [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        samples = args.samples or work
+        for name in args.domains.split(","):
+            cpu, wall, load = time.process_time(), time.perf_counter(), os.getloadavg()[0]
+            domain = DOMAINS[name](samples / name)
+            runs = []
+            for seed in seeds:
+                runs.append(run_seed(domain, args, seed, work))
+                for method, row in runs[-1].items():
+                    print(json.dumps({"domain": name, "method": method, "seed": seed, **row}))
+            for line in summarise(name, runs):
+                print(json.dumps(line))
+            cost = {"domain": name, "cpu_s": time.process_time() - cpu}
+            cost |= {"wall_s": time.perf_counter() - wall, "pretrain_steps": args.pretrain_steps}
+            cost["load_average"] = [load, os.getloadavg()[0]]
+            print(json.dumps(cost), flush=True)
+    return 0
