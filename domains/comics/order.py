@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from domainvlm.domains.comics.books import dataset_roots
 from domainvlm.domains.comics.pages import Box, ComicsDataError, Direction, reading_order
+from domainvlm.domains.comics.speakers import pair_mlp
 from torch import nn
 
 FEATURES = 16
@@ -74,13 +75,7 @@ class OrderScorer(nn.Module):
 
     def __init__(self, features: int = FEATURES, hidden: int = 64) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(features, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 1),
-        )
+        self.net = pair_mlp(features, hidden)
 
     def forward(self, features: torch.Tensor, swapped: torch.Tensor) -> torch.Tensor:
         """``features`` of (a, b) and ``swapped`` of (b, a), same shape ``[..., FEATURES]``."""

@@ -189,18 +189,23 @@ def pair_features(
     return out
 
 
+def pair_mlp(features: int, hidden: int) -> nn.Sequential:
+    """Two hidden layers from pair features to one logit: the speaker and the order scorers."""
+    return nn.Sequential(
+        nn.Linear(features, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 1),
+    )
+
+
 class SpeakerScorer(nn.Module):
     """MLP: pair features → logit that the character says the text."""
 
     def __init__(self, features: int = FEATURES, hidden: int = 64) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(features, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 1),
-        )
+        self.net = pair_mlp(features, hidden)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features).squeeze(-1)
