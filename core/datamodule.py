@@ -6,7 +6,7 @@ one dataset per split in ``build_dataset`` and reports its preprocessing so chec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,11 +24,34 @@ STAGE_SPLITS = {
 }
 
 
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors and numbers; keep strings and metadata as lists; multi-view lists per view.
+
+    One collate serves images, multi-crop views (a list of tensors per item), video clips
+    (``[T, C, H, W]``) and text (strings are tokenised by the model, which owns its tokenizer).
+    """
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        first = values[0]
+        if isinstance(first, Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(first, bool | int | float) and not isinstance(first, str):
+            batch[key] = torch.tensor(values)
+        elif isinstance(first, list | tuple) and first and isinstance(first[0], Tensor):
+            batch[key] = [torch.stack(view) for view in zip(*values, strict=True)]
+        else:
+            batch[key] = values
+    return batch
+
+
 class BaseDataModule(L.LightningDataModule):
     #: Domain name used in error messages (``domainvlm sample-data <domain>``).
     domain: ClassVar[str] = ""
     #: What real dataset(s) ``root`` may point at, for error messages.
     dataset_hint: ClassVar[str] = "the dataset"
+    #: How items become a batch (a plain function, so loader workers can pickle it).
+    collate_fn: ClassVar[Callable[[list], Any]] = staticmethod(collate)
 
     def __init__(
         self,
@@ -100,7 +123,7 @@ class BaseDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
-            collate_fn=collate,
+            collate_fn=self.collate_fn,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
@@ -115,24 +138,3 @@ class BaseDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader("test")
-
-
-def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors and numbers; keep strings and metadata as lists; multi-view lists per view.
-
-    One collate serves images, multi-crop views (a list of tensors per item), video clips
-    (``[T, C, H, W]``) and text (strings are tokenised by the model, which owns its tokenizer).
-    """
-    batch: dict[str, Any] = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        first = values[0]
-        if isinstance(first, Tensor):
-            batch[key] = torch.stack(values)
-        elif isinstance(first, bool | int | float) and not isinstance(first, str):
-            batch[key] = torch.tensor(values)
-        elif isinstance(first, list | tuple) and first and isinstance(first[0], Tensor):
-            batch[key] = [torch.stack(view) for view in zip(*values, strict=True)]
-        else:
-            batch[key] = values
-    return batch

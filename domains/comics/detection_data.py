@@ -30,7 +30,7 @@ from domainvlm.domains.comics.detection import (
 )
 from domainvlm.domains.comics.pages import BadInput, Book, Box, Direction, Page, read_crop
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 CLASS_INDEX = {name: i for i, name in enumerate(DETECTION_CLASSES)}
 
@@ -136,6 +136,7 @@ def collate_pages(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 class DetectionDataModule(BaseDataModule):
     domain = "comics"
+    collate_fn = staticmethod(collate_pages)
     dataset_hint = "Manga109 or CoMix (page images with boxes)"
 
     def __init__(
@@ -174,16 +175,3 @@ class DetectionDataModule(BaseDataModule):
             raise DataRootError(f"{str(self.root)!r} has no annotated pages in split {split!r}")
         train = split == "train"
         return PageDetectionDataset(pages, self.max_side, train, self.hflip)
-
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        dataset = self.dataset(split)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_pages,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )

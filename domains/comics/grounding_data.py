@@ -27,7 +27,7 @@ from domainvlm.domains.comics.speakers import (
     tail_descriptors,
 )
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 PAIR_KEYS = ("speaker_x", "speaker_y", "order_x", "order_swapped", "order_y")
 
@@ -155,6 +155,7 @@ def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Tensor]:
 
 class GroundingDataModule(BaseDataModule):
     domain = "comics"
+    collate_fn = staticmethod(collate_pairs)
     dataset_hint = "Manga109 (+ Manga109Dialog) or CoMix with speaker links"
 
     def __init__(
@@ -192,16 +193,4 @@ class GroundingDataModule(BaseDataModule):
         )
         return GroundingPages(
             records, split == "train", self.seed, self.jitter, self.drop_pixels, self.drop_panels
-        )
-
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        dataset = self.dataset(split)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_pairs,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
