@@ -30,6 +30,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domainvlm.core.cache import cache_directory
 from domainvlm.core.errors import ImageReadError
@@ -37,6 +38,9 @@ from domainvlm.core.files import atomic_open, resolve_within
 from domainvlm.core.images import read_image
 from domainvlm.domains.comics.closure_data import COMICSPAP_TASKS, ClosureInstance
 from domainvlm.domains.comics.pages import BadInput, ComicsDataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RECORD_FILES = ("*.json", "*.jsonl", "*.parquet", "*/*.parquet")
 SHARD = re.compile(r"^(?P<split>[A-Za-z]+)-\d+-of-\d+\.parquet$")
@@ -228,14 +232,12 @@ def _instance(path: Path, where: str, record: dict) -> ClosureInstance:
     )
 
 
-def write_parquet(records: list[dict], images: Path, out: Path) -> list[Path]:
-    """Records (image paths relative to ``images``) as the release lays them out: one folder per
-    task, ``<split>-00000-of-00001.parquet``, every image embedded as ``{bytes, path}``."""
+def release_schema() -> pa.Schema:
+    """The columns of the released ComicsPAP Parquet files, images embedded as ``{bytes, path}``."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema(
+    return pa.schema(
         [
             ("sample_id", pa.string()),
             ("context", pa.list_(image)),
@@ -247,6 +249,15 @@ def write_parquet(records: list[dict], images: Path, out: Path) -> list[Path]:
             ("previous_panel_caption", pa.string()),
         ]
     )
+
+
+def write_parquet(records: list[dict], images: Path, out: Path) -> list[Path]:
+    """Records (image paths relative to ``images``) as the release lays them out: one folder per
+    task, ``<split>-00000-of-00001.parquet``, every image embedded as ``{bytes, path}``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = release_schema()
 
     def embed(relative: str) -> dict:
         return {"bytes": (images / relative).read_bytes(), "path": Path(relative).name}

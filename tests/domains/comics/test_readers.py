@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from domainvlm.domains.comics.books import load_books
 from domainvlm.domains.comics.comics_folds import read_fold, read_ocr
-from domainvlm.domains.comics.comicspap import read_comicspap
+from domainvlm.domains.comics.comicspap import read_comicspap, release_schema
 from domainvlm.domains.comics.comix import read_comix
 from domainvlm.domains.comics.manga109 import read_manga109
 from domainvlm.domains.comics.pages import (
@@ -208,19 +208,7 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema(
-        [
-            ("sample_id", pa.string()),
-            ("context", pa.list_(image)),
-            ("options", pa.list_(image)),
-            ("index", pa.int32()),
-            ("solution_index", pa.int32()),
-            ("split", pa.string()),
-            ("task_type", pa.string()),
-            ("previous_panel_caption", pa.string()),
-        ]
-    )
+    schema = release_schema()
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
