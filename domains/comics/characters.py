@@ -176,18 +176,11 @@ def load_bank(path: str | Path) -> list[tuple[str, str]]:
 
 def embed_crops(system, addresses: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """Unit image embeddings ``[N, D]`` of crops, through a comics CLIP system's encoder."""
-    import torch
+    from domainvlm.core.retrieval import embed_images
 
-    encoder = system.encoder()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(addresses), batch_size):
-            batch = torch.stack(
-                [encoder.load_image(a) for a in addresses[start : start + batch_size]]
-            )
-            embedded = encoder.image_fn(batch.to(system.device))
-            out.append(torch.nn.functional.normalize(embedded, dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    if not addresses:
+        return np.zeros((0, 0), dtype=np.float32)
+    return embed_images(system.encoder(), list(addresses), batch_size).numpy()
 
 
 def thumbnail_embeddings(addresses: Sequence[str], size: int = 8) -> np.ndarray:
