@@ -140,6 +140,12 @@ def test_page_size_from_the_image_header_without_an_image_element(tmp_path: Path
     write_page(tmp_path, "AUTHOR_BOOK_001", two_panels(), size=(230, 140), image_element=False)
     page = read_ebdtheque(tmp_path)[0].pages[0]
     assert (page.width, page.height) == (230, 140)
+    # A page stored on its side with an EXIF turn is decoded upright: its size is the turned one.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.new("RGB", (140, 230)).save(page.image, exif=exif)
+    page = read_ebdtheque(tmp_path)[0].pages[0]
+    assert (page.width, page.height) == (230, 140) == read_crop(page.image).shape[1::-1]
 
 
 def _edit_points(old: str, new: str):
