@@ -49,11 +49,11 @@ PLUGIN = DomainPlugin(
     name="comics",
     description="panel-text CLIP with character identity and closure scoring for comics and manga (LoCU)",
     modalities=("image", "text"),
-    input_format="page images (JPEG/PNG) + Manga109 XML (+ Manga109Dialog), CoMix COCO, COMICS panels/OCR CSV/folds, ComicsPAP JSON",
+    input_format="page images (JPEG/PNG) + Manga109 XML (+ Manga109Dialog), CoMix COCO or XML, eBDtheque SVG, COMICS panels/OCR CSV/folds, ComicsPAP Parquet or JSON",
     channels="RGB (greyscale pages repeated to RGB)",
     data_licence=(
-        "sample: synthetic (generated here); Manga109, CoMix, COMICS and ComicsPAP are read from "
-        "your own copy under their own licences (comic images are never redistributable)"
+        "sample: synthetic (generated here); Manga109, CoMix, eBDtheque, COMICS and ComicsPAP are read "
+        "from your own copy under their own licences (comic images are never redistributable)"
     ),
     configs_dir=Path(__file__).resolve().parents[2] / "configs" / "comics",
     write_sample=lazy(f"{COMICS}.sample:write_sample"),

@@ -1,9 +1,10 @@
 """What every comics format shares: books of pages, panels with their texts and characters, reading
 order, panel crops cut from page images, and errors that name the file and the problem.
 
-Readers (``manga109``, ``comix``, ``comics_folds``) turn their format into ``Book`` objects; the
-datasets, the closure tasks and the knowledge base only see books. Boxes are pixel corners
-``(x1, y1, x2, y2)`` on the page, as Manga109 stores them (COCO's ``[x, y, w, h]`` is converted).
+Readers (``manga109``, ``comix``, ``ebdtheque``, ``comics_folds``) turn their format into ``Book``
+objects; the datasets, the closure tasks and the knowledge base only see books. Boxes are pixel
+corners ``(x1, y1, x2, y2)`` on the page, as Manga109 stores them (COCO's ``[x, y, w, h]`` is
+converted).
 """
 
 from __future__ import annotations

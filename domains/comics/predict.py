@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from domainvlm.core.errors import CheckpointError, DomainVLMError
 from domainvlm.core.files import check_output_folder
-from domainvlm.domains.comics.books import dataset_roots, load_books
+from domainvlm.domains.comics.books import PAGE_FORMATS, dataset_roots, load_books
 from domainvlm.domains.comics.pages import (
     Box,
     Direction,
@@ -328,7 +328,7 @@ def bank_entries(bank: Path, pages: Path, split: str | None, per_name: int = 3) 
     annotated chapter names the characters of a new one)."""
     from domainvlm.domains.comics.characters import book_crops, load_bank
 
-    if not (bank.is_dir() and dataset_roots(bank).keys() & {"manga109", "comix"}):
+    if not (bank.is_dir() and dataset_roots(bank).keys() & set(PAGE_FORMATS)):
         return load_bank(bank)
     predicted = (
         {s.image.resolve() for s in find_pages(pages, split=split)} if pages.is_dir() else set()

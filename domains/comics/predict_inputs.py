@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from domainvlm.core.errors import DataRootError, FileError
 from domainvlm.core.images import read_image, to_rgb_image
-from domainvlm.domains.comics.books import dataset_roots, load_books
+from domainvlm.domains.comics.books import PAGE_FORMATS, dataset_roots, load_books
 from domainvlm.domains.comics.pages import Box, Direction, Page
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -56,7 +56,7 @@ def find_pages(
     all), else the images in the folder and in each of its subfolders (one book each)."""
     if not pages.is_dir():
         raise DataRootError(f"{str(pages)!r}: the pages folder does not exist or is no folder")
-    if dataset_roots(pages).keys() & {"manga109", "comix"}:
+    if dataset_roots(pages).keys() & set(PAGE_FORMATS):
         sources = [
             PageSource(
                 page.image,
