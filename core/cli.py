@@ -108,6 +108,17 @@ def add_domain_commands(sub: argparse._SubParsersAction, commands: Collection[st
             parser.set_defaults(run=domain_command.run)
 
 
+def check_domain_loaded(name: str | None) -> None:
+    """Name the plugin and its exception when ``domainvlm <name> ...`` asks for a domain whose
+    plugin failed to load (and no healthy plugin took the name), rather than argparse's
+    "invalid choice"."""
+    from domainvlm.core.registry import broken_domains, load_domains
+
+    broken = broken_domains().get(name) if name else None
+    if broken is not None and name not in load_domains():
+        raise broken.load_error()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -120,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = build_parser([argv[0]], with_domains=False)
         else:
             parser = build_parser([" ".join(argv[:2])])
+            check_domain_loaded(argv[0] if argv else None)
         args = parser.parse_args(argv)
         if not getattr(args, "run", None):
             parser.print_help()

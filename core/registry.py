@@ -5,6 +5,7 @@ Built-in domains register the same way as third-party ones, so core never import
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -186,22 +187,83 @@ def installed_domain_names() -> list[str]:
     return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)})
 
 
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An installed entry point that failed to load (its import raised, or it names no
+    ``DomainPlugin``): left out, so one broken third-party package never takes down the other
+    domains or ``--help``, but named again whenever its domain is asked for."""
+
+    name: str
+    """The entry point's name: the domain the package meant to register."""
+    entry_point: str
+    """``"name = module:attribute"`` as the package declares it."""
+    distribution: str | None
+    error: Exception
+
+    def reason(self) -> str:
+        """The original exception, on one line."""
+        return " ".join(f"{type(self.error).__name__}: {self.error}".split())
+
+    def load_error(self) -> PluginLoadError:
+        """The error to raise where this domain is used (chained to the original exception)."""
+        package = f" of the package {self.distribution!r}" if self.distribution else ""
+        error = PluginLoadError(
+            f"domain plugin {self.name!r} (entry point {self.entry_point!r}{package}) failed to "
+            f"load: {self.reason()}. Fix or uninstall that package (DOMAINVLM_DEBUG=1 shows the "
+            "traceback)."
+        )
+        error.__cause__, error.__suppress_context__ = self.error, True
+        return error
+
+
+class PluginLoadError(DomainVLMError):
+    """A domain was asked for whose plugin failed to load."""
+
+
+_broken: dict[str, BrokenPlugin] = {}
+"""Entry-point name -> the plugin that failed in the last ``load_domains`` run."""
+
+
 @cache
 def load_domains() -> dict[str, DomainPlugin]:
+    """The installed plugins that load. Each one that does not is warned about once on stderr
+    (entry point and exception, one line), left out, and kept in ``broken_domains()``."""
     plugins: dict[str, DomainPlugin] = {}
+    _broken.clear()
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        plugin = entry.load()
-        if not isinstance(plugin, DomainPlugin):
-            raise TypeError(
-                f"entry point {entry.name!r} = {entry.value!r} in group {ENTRY_POINT_GROUP!r} "
-                f"must point at a domainvlm.core.registry.DomainPlugin, got {type(plugin).__name__}"
+        try:
+            plugin = entry.load()
+            if not isinstance(plugin, DomainPlugin):
+                raise TypeError(
+                    f"it must point at a domainvlm.core.registry.DomainPlugin, got "
+                    f"{type(plugin).__name__}"
+                )
+        except Exception as exc:  # any exception of third-party import-time code
+            dist = getattr(entry, "dist", None)
+            broken = BrokenPlugin(
+                entry.name, f"{entry.name} = {entry.value}", dist.name if dist else None, exc
             )
+            _broken[entry.name] = broken
+            print(
+                f"domainvlm: warning: domain plugin {entry.name!r} is left out, its entry point "
+                f"{broken.entry_point!r} failed to load: {broken.reason()}",
+                file=sys.stderr,
+            )
+            continue
         plugins[plugin.name] = plugin
     return plugins
 
 
+def broken_domains() -> dict[str, BrokenPlugin]:
+    """Entry-point name -> each installed plugin that failed to load (see ``load_domains``)."""
+    load_domains()
+    return dict(_broken)
+
+
 def get_domain(name: str) -> DomainPlugin:
     domains = load_domains()
+    if name not in domains and name in _broken:
+        raise _broken[name].load_error()
     if name not in domains:
         known = ", ".join(sorted(domains)) or "none"
         raise UnknownDomainError(

@@ -78,6 +78,17 @@ def register_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, 
     """
     from domainvlm.core.registry import load_domains
 
+    install_entry_point(tmp_path, monkeypatch, name, target)
+    return load_domains()[name]
+
+
+def install_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, target: str
+) -> None:
+    """The entry point of ``register_plugin`` without loading it (for plugins that fail to load);
+    clears ``load_domains``' cache so the next call finds it."""
+    from domainvlm.core.registry import load_domains
+
     dist_info = tmp_path / "site" / f"{name}_plugin-0.1.dist-info"
     dist_info.mkdir(parents=True)
     (dist_info / "METADATA").write_text(
@@ -86,7 +97,6 @@ def register_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, 
     (dist_info / "entry_points.txt").write_text(f"[domainvlm.domains]\n{name} = {target}\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     load_domains.cache_clear()
-    return load_domains()[name]
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, list[str], str]:
