@@ -7,6 +7,12 @@ coherence as two text orders); a hint about the masked panel (its text for panel
 image for text options) is added to the option token when a task gives one. It is a cross-encoder:
 every option is scored in its own copy of the sequence, so context and option interact in every
 layer.
+
+Panel options may also bring their patch tokens. The scorer then compares the options with each
+other, as a reader does when the options are one panel re-lettered (character coherence, the
+release's text closure): it pools each option's patch tokens where the options differ and adds what
+sets that option apart to its token. Pooled panel embeddings alone cannot see such a change: a
+panel and its copy with two balloons' texts swapped embed to cosine 0.9999.
 """
 
 from __future__ import annotations
@@ -26,9 +32,17 @@ class ClosureScorer(nn.Module):
         layers: int = 2,
         heads: int = 4,
         max_positions: int = 8,
+        patch_dim: int | None = None,
     ) -> None:
+        """``patch_dim``: width of the image tower's patch tokens, to compare panel options where
+        they differ (None: pooled embeddings only)."""
         super().__init__()
         self.image_projection = nn.Linear(embed_dim, width)
+        self.focus = (
+            nn.Sequential(nn.RMSNorm(patch_dim, eps=1e-6), nn.Linear(patch_dim, width))
+            if patch_dim
+            else None
+        )
         self.text_projection = nn.Linear(embed_dim, width)
         self.no_text = nn.Parameter(torch.zeros(width))
         self.positions = nn.Parameter(torch.randn(max_positions, width) * 0.02)
@@ -52,6 +66,7 @@ class ClosureScorer(nn.Module):
         target_position: Tensor,
         hint: Tensor | None = None,
         hint_mask: Tensor | None = None,
+        option_patches: Tensor | None = None,
     ) -> Tensor:
         """Logits ``[B, M]``.
 
@@ -65,6 +80,7 @@ class ClosureScorer(nn.Module):
             target_position: ``[B]`` position of the masked panel.
             hint: ``[B, D]`` the masked panel's text (image options) or image (text options).
             hint_mask: ``[B]`` which rows have a hint.
+            option_patches: ``[B, M, N, P]`` patch tokens of panel options (see ``option_focus``).
         """
         if (
             int(context_positions.max()) >= self.max_positions
@@ -88,6 +104,8 @@ class ClosureScorer(nn.Module):
         )
         option_tokens = own(options) + self.kinds[option_kind] + self.target
         option_tokens = option_tokens + self.positions[target_position][:, None]
+        if option_patches is not None and self.focus is not None:
+            option_tokens = option_tokens + self.focus(option_focus(option_patches))
         if hint is not None:
             extra = other(hint)
             if hint_mask is not None:
@@ -103,6 +121,22 @@ class ClosureScorer(nn.Module):
         ).reshape(batch * count, -1, width)
         out = self.norm(self.encoder(sequence)[:, -1])
         return self.head(out).reshape(batch, count)
+
+
+def option_focus(option_patches: Tensor) -> Tensor:
+    """``[B, M, P]``: each option's patch tokens pooled where the options differ, minus their mean
+    over the options.
+
+    A patch weighs by how far the options' tokens there lie from their mean, so the pooled feature
+    of two copies of a panel that differ only in their balloons describes the balloons (and what
+    the tower's attention mixed into them), and subtracting the mean leaves what sets each option
+    apart. Options that differ everywhere weigh all patches alike. Identical options give zeros.
+    """
+    residual = option_patches - option_patches.mean(1, keepdim=True)
+    spread = residual.norm(dim=-1).mean(1)  # [B, N]
+    weights = spread / spread.sum(-1, keepdim=True).clamp_min(1e-12)
+    pooled = torch.einsum("bn,bmnp->bmp", weights, option_patches)
+    return pooled - pooled.mean(1, keepdim=True)
 
 
 def supervised_contrastive_loss(

@@ -29,6 +29,7 @@ from domainvlm.core.losses import LogitScale, clip_loss
 from domainvlm.core.system import BaseSystem
 from domainvlm.core.tokenizers import build_tokenizer
 from domainvlm.core.towers.clip import build_clip
+from domainvlm.core.towers.tokens import encode_with_patch_tokens
 from domainvlm.core.transforms import ImageTransform
 from domainvlm.domains.comics.datamodule import MEAN, STD, panel_tensor
 from domainvlm.domains.comics.model import IMAGE, TEXT, ClosureScorer, supervised_contrastive_loss
@@ -62,6 +63,7 @@ class ComicsCLIP(BaseSystem):
         order_option_prob: float = 0.15,
         hint_prob: float = 0.25,
         swap_weight: float = 0.5,
+        compare_options: bool = True,
         **kwargs: Any,
     ) -> None:
         """
@@ -83,6 +85,8 @@ class ComicsCLIP(BaseSystem):
                 order (character coherence).
             hint_prob: chance that a step shows the masked panel's other modality as a hint.
             swap_weight: λ_swap, weight of the swapped-texts choice in the closure loss (0 off).
+            compare_options: let the scorer compare panel options patch by patch where they
+                differ (needs a ViT image tower; off: pooled embeddings only, for ablation).
         """
         super().__init__(**kwargs)
         self.model, model_preprocessing = build_clip(model_name, pretrained, image_size=image_size)
@@ -90,8 +94,15 @@ class ComicsCLIP(BaseSystem):
         self.tokenizer = build_tokenizer(tokenizer, context_length)
         self.logit_scale = LogitScale(float(self.model.logit_scale.detach().exp()))
         self.model.logit_scale.requires_grad_(False)
+        visual = self.model.visual
+        compare = compare_options and hasattr(visual, "output_tokens")
         self.scorer = ClosureScorer(
-            self.model.visual.output_dim, scorer_width, scorer_layers, scorer_heads, max_positions
+            visual.output_dim,
+            scorer_width,
+            scorer_layers,
+            scorer_heads,
+            max_positions,
+            patch_dim=visual.transformer.width if compare else None,
         )
 
     # -- embeddings ------------------------------------------------------------------------------
@@ -100,6 +111,18 @@ class ComicsCLIP(BaseSystem):
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         return self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+
+    def encode_options(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Unit embeddings of panel options ``[..., C, H, W]`` and, when the scorer compares
+        options, their patch tokens ``[..., N, P]``."""
+        lead, flat = images.shape[:-3], images.flatten(0, images.dim() - 4)
+        if self.scorer.focus is None:
+            return F.normalize(self.encode_image(flat), dim=-1).view(*lead, -1), None
+        embedding, patches = encode_with_patch_tokens(self.model.visual, flat)
+        return (
+            F.normalize(embedding, dim=-1).view(*lead, -1),
+            patches.view(*lead, *patches.shape[1:]),
+        )
 
     def image_transform(self) -> ImageTransform:
         pre = self.preprocessing
@@ -191,12 +214,10 @@ class ComicsCLIP(BaseSystem):
         context_texts = texts[context_mask].view(size, length - 1, -1)
         if stage == "train" and torch.rand(()).item() < 0.3:
             context_texts = torch.zeros_like(context_texts)  # tasks without texts (ComicsPAP)
+        patches = None
         if kind == "image":
-            negatives = batch["negatives"]
-            wrong = F.normalize(self.encode_image(negatives.flatten(0, 1)), dim=-1).view(
-                size, negatives.shape[1], -1
-            )
-            options = torch.cat([images[rows, target][:, None], wrong], dim=1)
+            panels = torch.cat([batch["panels"][rows, target][:, None], batch["negatives"]], dim=1)
+            options, patches = self.encode_options(panels)
             hint = texts[rows, target]
         elif kind == "text":
             wrong_texts = [t for window in batch["negative_texts"] for t in window]
@@ -226,6 +247,8 @@ class ComicsCLIP(BaseSystem):
             [torch.randperm(count, generator=generator) for _ in range(len(rows))]
         ).to(images.device)
         options = options.gather(1, order[:, :, None].expand(-1, -1, options.shape[-1]))
+        if patches is not None:
+            patches = patches.gather(1, order[:, :, None, None].expand(-1, -1, *patches.shape[2:]))
         labels = (order == 0).float().argmax(dim=1)
         hint_mask = torch.rand(len(rows), device=images.device) < (
             1.0 if kind == "order" else self.hparams.hint_prob
@@ -239,6 +262,7 @@ class ComicsCLIP(BaseSystem):
             target,
             hint,
             hint_mask,
+            patches,
         )
         return logits, labels
 
@@ -252,7 +276,7 @@ class ComicsCLIP(BaseSystem):
         size, length, _ = images.shape
         target = batch["target"].to(images.device)[keep]
         pair = batch["swap_pair"].to(images.device)[keep]
-        options = F.normalize(self.encode_image(pair.flatten(0, 1)), dim=-1).view(len(keep), 2, -1)
+        options, patches = self.encode_options(pair)
         positions = torch.arange(length, device=images.device).expand(len(keep), -1)
         context_mask = positions != target[:, None]
         context_positions = positions[context_mask].view(len(keep), length - 1)
@@ -265,6 +289,8 @@ class ComicsCLIP(BaseSystem):
         else:  # a fixed half swapped, so validation is comparable across epochs
             flip = torch.arange(len(keep), device=images.device) % 2 == 1
         options = torch.where(flip[:, None, None], options.flip(1), options)
+        if patches is not None:
+            patches = torch.where(flip[:, None, None, None], patches.flip(1), patches)
         hint_mask = torch.rand(len(keep), device=images.device) < self.hparams.hint_prob
         logits = self.scorer(
             context_images,
@@ -275,6 +301,7 @@ class ComicsCLIP(BaseSystem):
             target,
             texts[keep, target],
             hint_mask,
+            patches,
         )
         return logits, flip.long()
 
@@ -320,8 +347,9 @@ class ComicsCLIP(BaseSystem):
         positions = torch.tensor(
             [i if i < mask_index else i + 1 for i in range(count)], device=self.device
         )
+        patches = None
         if kind == "image":
-            option_emb = self._embed_images(options)
+            option_emb, patches = self.encode_options(self._image_batch(options))
             hint = self._embed_texts([target_text]) if target_text else None
         else:
             option_emb = self._embed_texts(list(options))
@@ -340,13 +368,17 @@ class ComicsCLIP(BaseSystem):
             IMAGE if kind == "image" else TEXT,
             torch.tensor([mask_index], device=self.device),
             hint,
+            option_patches=None if patches is None else patches[None],
         )
         return logits[0].cpu()
 
-    def _embed_images(self, images: ImageBatch) -> Tensor:
+    def _image_batch(self, images: ImageBatch) -> Tensor:
         if not isinstance(images, Tensor):
             images = torch.stack([self._load(str(image)) for image in images])
-        return F.normalize(self.encode_image(images.to(self.device)), dim=-1)
+        return images.to(self.device)
+
+    def _embed_images(self, images: ImageBatch) -> Tensor:
+        return F.normalize(self.encode_image(self._image_batch(images)), dim=-1)
 
     def _embed_texts(self, texts: Sequence[str]) -> Tensor:
         embedded = F.normalize(self.encode_text(list(texts)), dim=-1)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from domainvlm.domains.comics.model import IMAGE, TEXT, ClosureScorer, supervised_contrastive_loss
+from domainvlm.domains.comics.model import (
+    IMAGE,
+    TEXT,
+    ClosureScorer,
+    option_focus,
+    supervised_contrastive_loss,
+)
 
 
 def test_supcon_prefers_clustered_identities() -> None:
@@ -47,3 +53,37 @@ def test_scorer_logits_follow_options(kind: int) -> None:
     assert not torch.allclose(scorer(context, texts, positions, options, kind, target), logits)
     with pytest.raises(ValueError, match="max_positions"):
         scorer(context, None, positions + 8, options, kind, target)
+
+
+def test_option_focus_pools_where_options_differ() -> None:
+    # two copies of a 4-patch panel that differ in patch 2 only (a re-lettered balloon)
+    base = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    swapped = base.clone()
+    swapped[2] += torch.tensor([2.0, -1.0, 0.5])
+    focus = option_focus(torch.stack([base, swapped])[None])
+    # all weight on patch 2; each option keeps what sets it apart from the other
+    half = (base[2] - swapped[2]) / 2
+    assert torch.allclose(focus[0], torch.stack([half, -half]), atol=1e-6)
+    # a third identical option shifts the weights nowhere else, and identical options give zeros
+    three = option_focus(torch.stack([base, swapped, base])[None])[0]
+    mean = (2 * base[2] + swapped[2]) / 3
+    assert torch.allclose(three, torch.stack([base[2], swapped[2], base[2]]) - mean, atol=1e-6)
+    assert option_focus(torch.stack([base, base])[None]).abs().max() == 0
+
+
+def test_scorer_compares_panel_options_by_their_patches() -> None:
+    torch.manual_seed(0)
+    scorer = ClosureScorer(embed_dim=16, width=32, layers=1, heads=2, patch_dim=8).eval()
+    context, positions, target = torch.randn(1, 3, 16), torch.tensor([[0, 1, 2]]), torch.tensor([3])
+    options = torch.randn(1, 1, 16).expand(-1, 2, -1)  # pooled embeddings cannot tell them apart
+    patches = torch.randn(1, 1, 4, 8).repeat(1, 2, 1, 1)
+    patches[0, 1, 2] += 1.0
+    plain = scorer(context, None, positions, options, IMAGE, target)
+    assert torch.allclose(plain[0, 0], plain[0, 1])
+    compared = scorer(context, None, positions, options, IMAGE, target, option_patches=patches)
+    assert (compared[0, 0] - compared[0, 1]).abs() > 1e-3
+    # swapping the options swaps their logits
+    flipped = scorer(
+        context, None, positions, options, IMAGE, target, option_patches=patches.flip(1)
+    )
+    assert torch.allclose(flipped, compared.flip(1), atol=1e-5)
