@@ -97,13 +97,16 @@ CO_RUNS := runs/comics
 CO_CLIP := $(CO_RUNS)/tiny/checkpoints/last.ckpt
 CO_DETECTOR := $(CO_RUNS)/detector/checkpoints/last.ckpt
 CO_GROUNDING := $(CO_RUNS)/grounding/checkpoints/last.ckpt
+CO_THRESHOLDS := $(CO_RUNS)/tiny/character_thresholds.json
 
 # sample data (Manga109 XML + dialog links, CoMix COCO, COMICS folds, ComicsPAP records) -> fit
 # tiny.yaml (panel<->text CLIP, character identity, closure scorer) -> panel<->text retrieval table
 # and grid on the held-out books -> closure accuracy per task beside random (COMICS table layout,
 # then ComicsPAP) -> knowledge base of the collection -> one text search (panels) and one
 # character search (a held-out character crop) -> page detector and grounding (speakers, reading
-# order) -> comics predict on the held-out pages: one transcript and one annotated page picture.
+# order) -> character clustering and naming on the held-out books, cuts chosen on the val books and
+# saved -> comics predict on the held-out pages with those cuts: one transcript and one annotated
+# page picture.
 # Reruns resume from the last checkpoints.
 demo-comics: env
 	$(DVLM) sample-data comics --out $(CO_DATA) --size demo
@@ -119,8 +122,11 @@ demo-comics: env
 		--filter kind=panel
 	$(DVLM) kb search $(CO_RUNS)/knowledge_base -k 5 --filter kind=character --image \
 		"$$($(PY) -m domainvlm.domains.comics.character_queries $(CO_DATA) | head -n 1 | cut -f 2)"
+	$(DVLM) eval characters --checkpoint $(CO_CLIP) --data $(CO_DATA) --table \
+		--write-thresholds $(CO_THRESHOLDS)
 	$(DVLM) comics predict --pages $(CO_DATA) --split test --out $(CO_RUNS)/predict \
-		--detector $(CO_DETECTOR) --grounding $(CO_GROUNDING) --checkpoint $(CO_CLIP) --bank $(CO_DATA)
+		--detector $(CO_DETECTOR) --grounding $(CO_GROUNDING) --checkpoint $(CO_CLIP) --bank $(CO_DATA) \
+		--thresholds $(CO_THRESHOLDS)
 	@page="$$(ls $(CO_RUNS)/predict/*/*.txt | head -n 1)"; echo "transcript $$page:"; cat "$$page"
 	@echo "annotated page: $$(ls $(CO_RUNS)/predict/*/*.png | head -n 1)"
 

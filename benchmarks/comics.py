@@ -132,7 +132,8 @@ def prediction_pages_per_second(root: Path, args: argparse.Namespace, folder: Pa
     }
     for label, chosen in (("annotations", {}), ("models", models_run)):
         options = {"detector": None, "grounding": None, "checkpoint": None, "bank": None}
-        options |= {"association_threshold": 0.4, "cluster_threshold": 0.5, "name_threshold": 0.5}
+        options |= {"association_threshold": 0.4, "cluster_threshold": None, "name_threshold": None}
+        options |= {"thresholds": None}
         models = load_models(Namespace(**(options | chosen), device="cpu"))
         predict_folder(sources[:1], models, progress=False)  # first-call setup untimed
         wall, cpu = time.perf_counter(), time.process_time()

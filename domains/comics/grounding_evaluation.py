@@ -5,6 +5,7 @@ beside its chance level and its baseline.
     domainvlm eval order --checkpoint GROUNDING --data ROOT
     domainvlm eval characters --checkpoint COMICS_CLIP --data ROOT [--threshold T]
         [--name-threshold T] [--bank DIR|JSON] [--bank-crops K] [--leave-out N]
+        [--write-thresholds FILE]
 
 ``speakers``: precision / recall / F1 of (text, character) links (``speakers`` module) for the
 learned scorer, the nearest-character baseline and a random speaker among the page's characters.
@@ -15,7 +16,8 @@ with the predicted labels shuffled; beside it the same clustering of raw 8×8 co
 a no-learning baseline); crops are named from a bank (by default the first K crops of
 each character in the training books, leaving out the last N names alphabetically, whose crops
 must be called "other"), scored by accuracy beside always answering "other" and a uniform guess.
-Thresholds not given are chosen on the ``val`` books (the best of a grid), else 0.5.
+Thresholds not given are chosen on the ``val`` books (the best of a grid), else 0.5;
+``--write-thresholds FILE`` saves the two for ``comics predict --thresholds FILE``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ def add_character_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--leave-out", type=int, default=2, help="names left out of the default bank"
+    )
+    parser.add_argument(
+        "--write-thresholds",
+        type=Path,
+        metavar="FILE",
+        help="write the cut and naming thresholds used (chosen on the val books unless given) "
+        "to this JSON file, for `domainvlm comics predict --thresholds FILE`",
     )
 
 
@@ -248,6 +257,13 @@ def run_characters(args: argparse.Namespace) -> dict:
         raise GroundingEvaluationError(f"{args.data}: no {args.split!r} book has character boxes")
     has_val = args.split != "val" and read_splits(Path(args.data))
     tuning, tuning_pixels = embedded_books("val") if has_val else ([], [])
+    untuned = [flag for flag in ("threshold", "name_threshold") if getattr(args, flag) is None]
+    if args.write_thresholds is not None and untuned and not tuning:
+        raise GroundingEvaluationError(
+            f"--write-thresholds {args.write_thresholds}: no val books of {args.data} (besides "
+            f"the {args.split!r} books evaluated) to choose "
+            f"{' and '.join('--' + flag.replace('_', '-') for flag in untuned)} on; give them"
+        )
     bank_names, bank_vectors, left_out = _bank(args, system, ch, load_books)
 
     def ami(books: list, threshold: float) -> list[float]:
@@ -283,6 +299,17 @@ def run_characters(args: argparse.Namespace) -> dict:
     ]
     right, total = naming(held_out, threshold, name_threshold)
     truth = [n if n in bank_names else ch.OTHER for _, _, names in held_out for n in names]
+    if args.write_thresholds is not None:
+        from domainvlm.domains.comics.character_thresholds import write_thresholds
+
+        given, tuned = "given to eval characters", f"chosen on the val books of {args.data}"
+        write_thresholds(
+            args.write_thresholds,
+            (threshold, given if args.threshold is not None else tuned),
+            (name_threshold, given if args.name_threshold is not None else tuned),
+            args.checkpoint,
+            args.data,
+        )
     return {
         "task": "characters",
         "split": args.split,
@@ -305,6 +332,7 @@ def run_characters(args: argparse.Namespace) -> dict:
         "naming_accuracy": right / total,
         "naming_always_other": sum(t == ch.OTHER for t in truth) / len(truth),
         "naming_uniform": 1 / (len(set(bank_names)) + 1),
+        "thresholds_file": str(args.write_thresholds) if args.write_thresholds else None,
     }
 
 
@@ -345,5 +373,10 @@ def format_characters(result: dict) -> str:
             f"  accuracy {100 * result['naming_accuracy']:.1f} %   always 'other' "
             f"{100 * result['naming_always_other']:.1f} %   uniform guess "
             f"{100 * result['naming_uniform']:.1f} %",
+            *(
+                [f"thresholds written to {result['thresholds_file']} (comics predict --thresholds)"]
+                if result.get("thresholds_file")
+                else []
+            ),
         ]
     )

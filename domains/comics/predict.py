@@ -2,7 +2,7 @@
 from Magi, written per page and for the whole set.
 
     domainvlm comics predict --pages DIR_OR_DATA_ROOT --out OUT [--detector C] [--grounding C]
-        [--checkpoint CLIP_C] [--bank DIR] [--direction ltr|rtl] [--split test]
+        [--checkpoint CLIP_C] [--bank DIR] [--thresholds FILE] [--direction ltr|rtl] [--split test]
 
 ``--pages`` is a folder of page images (``*.jpg``, ``*.png``, ...; each subfolder of pages is one
 more book), or a comics dataset root (Manga109, CoMix, or the sample) whose annotations then
@@ -15,7 +15,10 @@ from the annotations, else left to a rule; every page's JSON says which (``sourc
 - reading order: ``--grounding``'s order scorer, else the rule (rows, then ``--direction``);
 - character clusters, across all pages of a book (a chapter), not per page: ``--checkpoint``'s
   image embeddings of the character crops, else the annotated identities; names come from
-  ``--bank`` (example crops per name, "other" when nothing fits) or the annotations;
+  ``--bank`` (example crops per name, "other" when nothing fits) or the annotations; the
+  cluster and naming cuts come from their flags, else ``--thresholds`` (the file ``eval
+  characters --write-thresholds`` writes), else 0.5, and the command says which (on stderr and
+  in the summary's ``character_thresholds``);
 - text: the annotation's transcription (a detected text box takes the text of the annotated box
   it overlaps by IoU >= 0.5); no OCR engine is used, so other texts read ``[text N]`` (N: the
   text's index on the page).
@@ -24,8 +27,9 @@ from the annotations, else left to a rule; every page's JSON says which (``sourc
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,13 @@ import numpy as np
 from domainvlm.core.errors import CheckpointError, DomainVLMError
 from domainvlm.core.files import check_output_folder
 from domainvlm.domains.comics.books import PAGE_FORMATS, dataset_roots, load_books
+from domainvlm.domains.comics.character_thresholds import (
+    DEFAULT_CLUSTER_THRESHOLD,
+    DEFAULT_NAME_THRESHOLD,
+    CharacterThresholds,
+    checkpoint_key,
+    resolve_thresholds,
+)
 from domainvlm.domains.comics.pages import (
     Box,
     Direction,
@@ -84,8 +95,8 @@ class Models:
     encoder: Any = None
     bank: tuple[Any, list[str]] | None = None
     association_threshold: float = 0.4
-    cluster_threshold: float = 0.5
-    name_threshold: float = 0.5
+    thresholds: CharacterThresholds = field(default_factory=CharacterThresholds)
+    """The cluster and naming cuts, each with where it came from (flag, file or default)."""
 
 
 # -- order ---------------------------------------------------------------------------------------
@@ -207,11 +218,11 @@ def _cluster_embeddings(pages: list[PagePrediction], models: Models) -> None:
     names: list[str] | None = None
     if embedded:
         embeddings = np.concatenate(embedded)
-        labels = [int(v) for v in cluster_characters(embeddings, models.cluster_threshold)]
+        labels = [int(v) for v in cluster_characters(embeddings, models.thresholds.cluster)]
         if models.bank is not None:
             bank, bank_names = models.bank
             names = name_clusters(
-                embeddings, np.array(labels), bank, bank_names, models.name_threshold
+                embeddings, np.array(labels), bank, bank_names, models.thresholds.name
             )
     start = 0
     for page, count in zip(pages, counts):
@@ -263,14 +274,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cluster-threshold",
         type=float,
-        default=Models.cluster_threshold,
-        help="cosine distance (1 - cos) below which character groups merge into one cluster",
+        help="cosine distance (1 - cos) below which character groups merge into one cluster "
+        f"(default: --thresholds' value, else {DEFAULT_CLUSTER_THRESHOLD})",
     )
     parser.add_argument(
         "--name-threshold",
         type=float,
-        default=Models.name_threshold,
-        help="least cosine similarity of a cluster to a --bank name, else it is named 'other'",
+        help="least cosine similarity of a cluster to a --bank name, else it is named 'other' "
+        f"(default: --thresholds' value, else {DEFAULT_NAME_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=Path,
+        metavar="FILE",
+        help="the cluster and naming thresholds `domainvlm eval characters --write-thresholds "
+        "FILE` chose on the val books for --checkpoint (the flags above win)",
     )
     parser.add_argument("--device", default="cpu", help="where --checkpoint runs (cpu, cuda)")
 
@@ -288,13 +306,22 @@ def _checkpoint(path: Path, option: str, load: Any) -> Any:
 
 
 def load_models(args: argparse.Namespace) -> Models:
-    models = Models(
-        association_threshold=args.association_threshold,
-        cluster_threshold=args.cluster_threshold,
-        name_threshold=args.name_threshold,
-    )
     if args.bank is not None and args.checkpoint is None:
         raise PredictInputError(args.bank, "--bank names clusters of --checkpoint's embeddings")
+    if args.thresholds is not None and args.checkpoint is None:
+        raise PredictInputError(
+            args.thresholds, "--thresholds cut the clusters of --checkpoint's embeddings"
+        )
+    thresholds, tuned_for = resolve_thresholds(
+        args.cluster_threshold, args.name_threshold, args.thresholds
+    )
+    if tuned_for is not None and checkpoint_key(args.checkpoint) != tuned_for:
+        print(
+            f"comics predict: warning: {args.thresholds} holds thresholds chosen for {tuned_for}, "
+            f"not for --checkpoint {args.checkpoint}: they may not suit its embeddings",
+            file=sys.stderr,
+        )
+    models = Models(association_threshold=args.association_threshold, thresholds=thresholds)
     if args.detector is not None:
         from domainvlm.domains.comics.detection import PageDetector
 
@@ -383,7 +410,13 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_output_folder(args.out)
     sources = find_pages(args.pages, args.direction, args.split)
-    predictions = predict_folder(sources, load_models(args))
+    models = load_models(args)
+    if models.encoder is not None:
+        line = models.thresholds.describe(naming=models.bank is not None)
+        print(f"comics predict: {line}", file=sys.stderr)
+    predictions = predict_folder(sources, models)
     summary = write_outputs(predictions, out, args.pages)
+    if models.encoder is not None:
+        summary["character_thresholds"] = asdict(models.thresholds)
     print(json.dumps(summary, ensure_ascii=False))
     return 0

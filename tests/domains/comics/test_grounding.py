@@ -18,6 +18,7 @@ from domainvlm.domains.comics.characters import (
     load_bank,
     name_clusters,
 )
+from domainvlm.domains.comics.grounding_evaluation import GRID
 from domainvlm.domains.comics.order import (
     OrderScorer,
     chance_levels,
@@ -305,6 +306,24 @@ def test_eval_characters(
     assert -1.0 <= result["ami_pixels"] <= 1.0
     assert len(result["left_out"]) == 1 and 0.0 <= result["naming_accuracy"] <= 1.0
     assert result["naming_uniform"] == pytest.approx(1 / (len(result["bank_names"]) + 1))
+
+
+def test_eval_characters_writes_the_thresholds_it_used(
+    checkpoint: Path, sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "thresholds.json"
+    args = ("--checkpoint", checkpoint, "--data", sample_root, "--write-thresholds", path)
+    code, out, _ = run_cli(capsys, "eval", "characters", *args, "--threshold", "0.3", "--table")
+    written = json.loads(path.read_text())
+    assert code == 0 and out[-1] == f"thresholds written to {path} (comics predict --thresholds)"
+    assert written["cluster_threshold"] == 0.3
+    assert written["cluster_threshold_from"] == "given to eval characters"
+    assert written["name_threshold_from"] == f"chosen on the val books of {sample_root}"
+    assert written["name_threshold"] in GRID
+    assert written["checkpoint"] == str(checkpoint.resolve())
+    code, _, err = run_cli(capsys, "eval", "characters", *args, "--split", "val")
+    assert code == 1 and "no val books of" in err
+    assert "to choose --threshold and --name-threshold on; give them" in err
 
 
 def test_eval_characters_refuses_a_grounding_checkpoint(

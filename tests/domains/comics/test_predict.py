@@ -177,6 +177,8 @@ def test_errors_name_the_folder_or_file(tmp_path: Path, capsys):
     out = ["--out", tmp_path / "o"]
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text('{"cluster_threshold": 0.15, "name_threshold": "high"}')
     cases = [
         (["--pages", tmp_path / "missing"], "missing': the pages folder does not exist"),
         (["--pages", tmp_path / "comix" / "annotations"], "holds no pages"),
@@ -186,6 +188,11 @@ def test_errors_name_the_folder_or_file(tmp_path: Path, capsys):
         (["--pages", root, "--bank", tmp_path], "--bank names clusters of --checkpoint"),
         (["--pages", root, "--grounding", garbage], "garbage.ckpt' holds pickled objects"),
         (["--pages", root, "--checkpoint", "no.ckpt"], "encoder 'no.ckpt' is not an existing"),
+        (["--pages", root, "--thresholds", thresholds], "thresholds.json: --thresholds cut the"),
+        (
+            ["--pages", root, "--checkpoint", "no.ckpt", "--thresholds", thresholds],
+            "thresholds.json: 'name_threshold' must be a finite number, got 'high'",
+        ),
         (["--pages", root / "images"], "Book/11.png: this page has no annotation: give --detector"),
     ]
     for argv, message in cases:
@@ -321,6 +328,50 @@ def test_checkpoint_clusters_across_pages_and_names_from_a_bank(
     assert (
         pages[0]["sources"]["clusters"] == "checkpoint" and pages[0]["sources"]["names"] == "bank"
     )
+
+
+def test_the_thresholds_eval_characters_chose_reach_predict(
+    sample_root, checkpoint, bank, tmp_path, capsys
+):
+    path = tmp_path / "thresholds.json"
+    eval_args = ["--checkpoint", checkpoint, "--data", sample_root, "--write-thresholds", path]
+    assert run_cli(capsys, "eval", "characters", *eval_args)[0] == 0
+    written = json.loads(path.read_text())
+    argv = ["--pages", sample_root, "--split", "test", "--out", tmp_path / "o", "--checkpoint", checkpoint]  # fmt: skip
+    code, lines, err = run_cli(capsys, "comics", "predict", *argv, "--bank", bank, "--thresholds", path)  # fmt: skip
+    tuned = f"{path}: chosen on the val books of {sample_root}"
+    assert code == 0 and json.loads(lines[-1])["character_thresholds"] == {
+        "cluster": written["cluster_threshold"],
+        "name": written["name_threshold"],
+        "cluster_from": tuned,
+        "name_from": tuned,
+    }
+    assert (
+        f"comics predict: character clusters cut at cosine distance "
+        f"{written['cluster_threshold']:g} ({tuned}), names at similarity >= "
+        f"{written['name_threshold']:g} ({tuned})"
+    ) in err.splitlines()
+    assert "warning" not in err  # written for this very checkpoint
+
+
+def test_a_thresholds_file_sets_the_cuts_flags_win_and_another_checkpoint_is_warned_about(
+    sample_root, checkpoint, bank, tmp_path, capsys
+):
+    path = tmp_path / "thresholds.json"
+    record = {"cluster_threshold": 2.0, "name_threshold": 1.01, "checkpoint": "/elsewhere.ckpt"}
+    path.write_text(json.dumps(record))
+    argv = ["--pages", sample_root, "--split", "test", "--checkpoint", checkpoint, "--bank", bank]
+    argv += ["--thresholds", path]
+    names: dict[str, set] = {}
+    for out, flags in (("file", []), ("flag", ["--name-threshold", "-1.0"])):
+        code, lines, err = run_cli(capsys, "comics", "predict", *argv, *flags, "--out", tmp_path / out)  # fmt: skip
+        pages = [json.loads(p.read_text()) for p in sorted((tmp_path / out).glob("*/*.json"))]
+        assert code == 0 and {c for p in pages for c in p["character_cluster_labels"]} == {0}
+        names[out] = {n for page in pages for n in page["character_names"]}
+        assert f"{path} holds thresholds chosen for /elsewhere.ckpt, not for --checkpoint" in err
+    assert names["file"] == {"other"}  # 1.01: no cluster is similar enough to any bank name
+    assert names["flag"] and "other" not in names["flag"]  # -1.0: each takes its nearest name
+    assert json.loads(lines[-1])["character_thresholds"]["name_from"] == "--name-threshold"
 
 
 def test_a_dataset_root_as_bank_gives_named_crops_outside_the_predicted_pages(sample_root: Path):
