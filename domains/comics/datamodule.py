@@ -4,10 +4,11 @@ An item is a window of consecutive panels of one book in reading order (the cont
 panel after it), each panel cropped from its page through its box with the texts inside it; other
 panels of the same book as negatives for the self-supervised closure objective (no cloze labels:
 the true next panel against its own book's panels, optionally those that show other characters
-than the true one, so only who is in a panel tells them apart); the true panel beside a copy whose
-first and last text regions (in reading order) trade pixels, so who says what is the only
-difference (character coherence, as ComicsPAP builds it); and character crops with their
-identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
+than the true one, so only who is in a panel tells them apart); the true panel beside copies
+re-lettered from the text boxes the formats annotate, so their lettering is the only difference:
+one whose first and last text regions (in reading order) trade pixels (who says what: character
+coherence, as ComicsPAP builds it) and two whose text regions show other panels' texts (what is
+said: text closure, as ComicsPAP builds it); and character crops with their identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
 character in view.
 """
 
@@ -91,8 +92,8 @@ class PanelSequenceDataset(Dataset):
         self.epoch = 0
         settings = transform.settings
         self.pair_transform = ImageTransform(settings["size"], settings["mean"], settings["std"])
-        """Both panels of a swapped pair go through the same (eval) geometry, so their texts are
-        all that differs."""
+        """A panel and its re-lettered copies go through the same (eval) geometry, so their texts
+        are all that differs."""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -147,22 +148,35 @@ class PanelSequenceDataset(Dataset):
             "negative_texts": [panel.dialogue for _, panel in negatives],
             "reordered_text": " ".join(target_texts[::-1]),
             "has_order": len(target_texts) >= 2 and target_texts[0] != target_texts[-1],
-            **self._swapped_pair(*window[target]),
+            **self._relettered(*window[target], negatives),
             "characters": crops,
             "character_ids": identities,
         }
 
-    def _swapped_pair(self, page: Page, panel: Panel) -> dict[str, Any]:
-        """``swap_pair``: the panel and its copy with the first and last texts' pixels swapped
-        (each resized to the other's box); ``has_swap`` false (and zeros) when the panel has no
-        two distinct, non-overlapping text regions."""
+    def _relettered(self, page: Page, panel: Panel, donors: list[tuple[Page, Panel]]) -> dict:
+        """``lettered``: the panel, its copy with its first and last texts swapped, and two copies
+        lettered with the texts of the first two ``donors`` that have other texts. ``has_swap``
+        and ``has_borrowed`` say which copies could be made (the others are zeros)."""
         size = self.transform.settings["size"]
         pixels = read_crop(panel_address(page, panel))
         swapped = swap_regions(pixels, panel)
-        if swapped is None:
-            return {"swap_pair": torch.zeros(2, 3, size, size), "has_swap": False}
-        pair = [self.pair_transform(squash(image, size)) for image in (pixels, swapped)]
-        return {"swap_pair": torch.stack(pair), "has_swap": True}
+        borrowed = []
+        for donor_page, donor in donors:
+            if len(borrowed) < 2:
+                donor_pixels = read_crop(panel_address(donor_page, donor))
+                copy = letter_as(pixels, panel, donor_pixels, donor)
+                borrowed += [] if copy is None else [copy]
+        has_borrowed = len(borrowed) == 2
+        images = [pixels, swapped, *(borrowed if has_borrowed else [None, None])]
+        blank = torch.zeros(3, size, size)
+        lettered = [
+            blank if image is None else self.pair_transform(squash(image, size)) for image in images
+        ]
+        return {
+            "lettered": torch.stack(lettered),
+            "has_swap": swapped is not None,
+            "has_borrowed": has_borrowed,
+        }
 
     def _characters(self, window: list, rng: random.Random) -> tuple[Tensor, Tensor]:
         """Body crops (faces when a panel has no body box) labelled by character id as the
@@ -187,6 +201,9 @@ class PanelSequenceDataset(Dataset):
         return torch.stack(crops), torch.tensor(ids, dtype=torch.long)
 
 
+Box = tuple[int, int, int, int]
+
+
 def swap_regions(pixels: np.ndarray, panel: Panel) -> np.ndarray | None:
     """A copy of the panel crop ``pixels`` in which its first and last texts (reading order, with
     different words) trade places, each resized into the other's box; None when there are not two
@@ -194,23 +211,55 @@ def swap_regions(pixels: np.ndarray, panel: Panel) -> np.ndarray | None:
     texts = [text for text in panel.texts if text.text]
     if len(texts) < 2 or texts[0].text == texts[-1].text:
         return None
+    boxes = _text_boxes(pixels, panel, [texts[0], texts[-1]])
+    if boxes is None:
+        return None
+    (a1, b1, a2, b2), (c1, d1, c2, d2) = boxes
+    if a1 < c2 and c1 < a2 and b1 < d2 and d1 < b2:
+        return None
+    first, last = (pixels[y1:y2, x1:x2, :3] for x1, y1, x2, y2 in boxes)
+    return _pasted(pixels, boxes, [last, first])
+
+
+def letter_as(
+    pixels: np.ndarray, panel: Panel, donor_pixels: np.ndarray, donor: Panel
+) -> np.ndarray | None:
+    """A copy of the panel crop ``pixels`` whose text regions show the ``donor`` panel's texts (in
+    reading order, repeated when it has fewer), each resized into the box it replaces; None when
+    either panel has no text or both say the same."""
+    texts = [text for text in panel.texts if text.text]
+    given = [text for text in donor.texts if text.text]
+    if not texts or not given or [t.text for t in texts] == [t.text for t in given]:
+        return None
+    boxes = _text_boxes(pixels, panel, texts)
+    sources = _text_boxes(donor_pixels, donor, given)
+    if boxes is None or sources is None:
+        return None
+    regions = [donor_pixels[y1:y2, x1:x2, :3] for x1, y1, x2, y2 in sources]
+    return _pasted(pixels, boxes, [regions[i % len(regions)] for i in range(len(boxes))])
+
+
+def _text_boxes(pixels: np.ndarray, panel: Panel, texts: list) -> list[Box] | None:
+    """The texts' boxes in the panel crop's pixels, clipped to it; None when one is under 2 px."""
     px, py = panel.box[:2]
     height, width = pixels.shape[:2]
     boxes = []
-    for text in (texts[0], texts[-1]):
+    for text in texts:
         x1, y1, x2, y2 = text.box
         x1, y1 = max(int(x1 - px), 0), max(int(y1 - py), 0)
         x2, y2 = min(int(round(x2 - px)), width), min(int(round(y2 - py)), height)
         if x2 - x1 < 2 or y2 - y1 < 2:
             return None
         boxes.append((x1, y1, x2, y2))
-    (a1, b1, a2, b2), (c1, d1, c2, d2) = boxes
-    if a1 < c2 and c1 < a2 and b1 < d2 and d1 < b2:
-        return None
+    return boxes
+
+
+def _pasted(pixels: np.ndarray, boxes: list[Box], regions: list[np.ndarray]) -> np.ndarray:
+    """A copy of ``pixels`` with each region resized into its box (regions are read first)."""
+    regions = [region.copy() for region in regions]
     out = pixels[:, :, :3].copy()
-    first, last = out[b1:b2, a1:a2].copy(), out[d1:d2, c1:c2].copy()
-    out[b1:b2, a1:a2] = _resized(last, a2 - a1, b2 - b1)
-    out[d1:d2, c1:c2] = _resized(first, c2 - c1, d2 - d1)
+    for (x1, y1, x2, y2), region in zip(boxes, regions):
+        out[y1:y2, x1:x2] = _resized(region, x2 - x1, y2 - y1)
     return out
 
 

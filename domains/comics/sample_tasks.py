@@ -3,11 +3,11 @@ records and zero-shot panel tags, all from the held-out books only.
 
 Hard COMICS folds draw wrong candidates from the same book, easy ones from other books (as the
 COMICS paper does). ComicsPAP negatives: visual and text closure, caption relevance and sequence
-filling use other panels of the same book. Character coherence is built as the ComicsPAP release
-builds it: two options, the answer panel and the same panel with the texts of its two balloons
-swapped (re-lettered), so the question is who says what. The sample's text closure differs from
-the release (whose options are the answer panel re-lettered with other panels' texts): its wrong
-options are panels of the same cast at other times of day.
+filling use other panels of the same book. Character coherence and text closure are built as the
+ComicsPAP release builds them, from the answer panel re-lettered: character coherence offers the
+answer panel and the same panel with the texts of its two balloons swapped (who says what); text
+closure offers the answer panel and two copies lettered with the texts of two other panels of the
+book (what is said next).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ PARQUET_FOLDER = "comicspap_parquet"
 """The same ComicsPAP records as the Hugging Face release stores them (Parquet, images embedded)."""
 SWAPPED = "_swapped"
 """Suffix of a panel image whose two balloons' texts are swapped (ComicsPAP char coherence)."""
+LETTERED_AS = "_lettered_as_"
+"""Infix of a panel image lettered with another panel's texts: ``<panel>_lettered_as_<donor>``."""
 TAGS_FILE = "panel_tags.csv"
 
 
@@ -46,6 +49,7 @@ def write_task_files(out: Path, books: list[BookSpec], rng: random.Random) -> No
     from domainvlm.domains.comics.sample import _save_jpeg
 
     entries: list[list[tuple[str, PanelSpec]]] = []  # per book: (panel id, panel)
+    pages: dict[str, Image.Image] = {}  # panel id → its page
     ocr_rows, tag_rows = [], []
     for comic, book in enumerate(books):
         folder = "manga109/images" if book.direction == "rtl" else "comix/images"
@@ -59,10 +63,13 @@ def write_task_files(out: Path, books: list[BookSpec], rng: random.Random) -> No
                     out / "comics" / "raw_panel_images" / str(comic) / f"{page.index}_{number}.jpg",
                 )
                 _save_jpeg(crop, out / "comicspap" / "images" / f"{panel_id}.jpg")
+                words = _words(panel)
+                words[0], words[-1] = words[-1], words[0]
                 _save_jpeg(
-                    swapped_balloons(page.image, panel).crop(panel.box),
+                    relettered(page.image, panel, words).crop(panel.box),
                     out / "comicspap" / "images" / f"{panel_id}{SWAPPED}.jpg",
                 )
+                pages[panel_id] = page.image
                 for box_no, text in enumerate(panel.texts):
                     x1, y1, x2, y2 = text["box"]
                     px, py = panel.box[:2]
@@ -104,22 +111,38 @@ def write_task_files(out: Path, books: list[BookSpec], rng: random.Random) -> No
     _csv(out / TAGS_FILE, ["image", "x1", "y1", "x2", "y2", "tag"], tag_rows)
     for difficulty in ("easy", "hard"):
         _write_folds(out / "comics" / "folds", entries, difficulty, rng)
-    records = _comicspap(entries, rng)
+    panels = {panel_id: panel for items in entries for panel_id, panel in items}
+
+    def lettered_as(panel_id: str, donor_id: str) -> str:
+        name = f"{panel_id}{LETTERED_AS}{donor_id}"
+        panel = panels[panel_id]
+        image = relettered(pages[panel_id], panel, _words(panels[donor_id]))
+        _save_jpeg(image.crop(panel.box), out / "comicspap" / "images" / f"{name}.jpg")
+        return name
+
+    records = _comicspap(entries, rng, lettered_as)
     atomic_write_json(out / "comicspap" / "records.json", records)
     write_parquet(records, out / "comicspap", out / PARQUET_FOLDER)
 
 
-def swapped_balloons(page: Image.Image, panel: PanelSpec) -> Image.Image:
-    """The page with the texts of ``panel``'s first and last balloons swapped: each balloon is
-    blanked and lettered again with the other's words (in their speaker's lettering), its outline
-    and tail unchanged."""
-    from domainvlm.domains.comics.sample import letter, lettering
+def _words(panel: PanelSpec) -> list[tuple[str, tuple[int, int, int]]]:
+    """Each balloon's words with the lettering colour of its speaker, in reading order."""
+    from domainvlm.domains.comics.sample import lettering
+
+    return [(text["text"], lettering(text["speaker"]["character"])) for text in panel.texts]
+
+
+def relettered(
+    page: Image.Image, panel: PanelSpec, words: list[tuple[str, tuple[int, int, int]]]
+) -> Image.Image:
+    """The page with ``panel``'s balloons blanked and lettered again with ``words`` (in reading
+    order, repeated if there are fewer than balloons), outlines and tails unchanged."""
+    from domainvlm.domains.comics.sample import letter
 
     copy = page.copy()
     draw = ImageDraw.Draw(copy)
-    words = [(text["text"], lettering(text["speaker"]["character"])) for text in panel.texts]
-    words[0], words[-1] = words[-1], words[0]
-    for text, (new, colour) in zip(panel.texts, words):
+    for number, text in enumerate(panel.texts):
+        new, colour = words[number % len(words)]
         draw.ellipse(text["box"], fill=(255, 255, 255), outline=(0, 0, 0))
         letter(draw, text["box"], new, colour)
     return copy
@@ -188,7 +211,11 @@ def _write_folds(folder: Path, entries: list, difficulty: str, rng: random.Rando
         _csv(folder / "char_coherence_test_easy.csv", header, order_rows)
 
 
-def _comicspap(entries: list, rng: random.Random) -> list[dict]:
+def _comicspap(
+    entries: list, rng: random.Random, lettered_as: Callable[[str, str], str]
+) -> list[dict]:
+    """ComicsPAP records; ``lettered_as(panel, donor)`` writes ``panel`` lettered with ``donor``'s
+    texts and returns its image id."""
     records = []
 
     def image(panel_id: str) -> str:
@@ -226,12 +253,9 @@ def _comicspap(entries: list, rng: random.Random) -> list[dict]:
                 [ids[i] for i in rng.sample(same_book, 2)],
                 CONTEXT,
             )
-            # same cast at another time of day first; other panels of the book when too few
-            mates = [i for i in same_book if set(items[i][1].cast) == set(panel.cast)]
-            mates = [i for i in mates if items[i][1].time != panel.time]
-            wrong = rng.sample(mates, min(2, len(mates)))
-            wrong += rng.sample([i for i in same_book if i not in wrong], 2 - len(wrong))
-            add("text_closure", context, panel_id, [ids[i] for i in wrong], CONTEXT)
+            donors = [i for i in same_book if items[i][1].dialogue != panel.dialogue]
+            wrong = [lettered_as(panel_id, ids[i]) for i in rng.sample(donors, 2)]
+            add("text_closure", context, panel_id, wrong, CONTEXT)
             add(
                 "caption_relevance",
                 context,

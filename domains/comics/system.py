@@ -9,9 +9,11 @@
 - ``L_closure``: cross-entropy of the ``ClosureScorer`` picking the true masked panel of a window
   (its image, its text, or its texts in their true order) against panels of the same book. It
   needs panel order only, never cloze labels, and trains the one scorer every closure task uses.
-  Plus ``λ_swap`` times the same cross-entropy on the true masked panel against its copy whose
-  first and last text regions trade pixels (who says what: character coherence as ComicsPAP
-  builds it, from the text boxes the formats annotate).
+  Plus two choices among copies of the true masked panel re-lettered from the text boxes the
+  formats annotate, each the form of a ComicsPAP task: ``λ_swap`` times the cross-entropy of the
+  panel against its copy whose first and last text regions trade pixels (who says what: character
+  coherence), and ``λ_borrowed`` times that of the panel against two copies lettered with other
+  panels' texts (what is said: text closure).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ if "dvlm-comics-tiny" not in open_clip.list_models():
     open_clip.add_model_config(TINY_CONFIG)
 
 ImageBatch = Tensor | Sequence[str | Path]
+LETTERING = {"swap": (0, 1), "borrowed": (0, 2, 3)}
+"""Columns of a batch's ``lettered`` panels each lettering choice offers (0: the true panel)."""
 
 
 class ComicsCLIP(BaseSystem):
@@ -63,6 +67,7 @@ class ComicsCLIP(BaseSystem):
         order_option_prob: float = 0.15,
         hint_prob: float = 0.25,
         swap_weight: float = 0.5,
+        borrowed_weight: float = 0.5,
         compare_options: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -85,6 +90,7 @@ class ComicsCLIP(BaseSystem):
                 order (character coherence).
             hint_prob: chance that a step shows the masked panel's other modality as a hint.
             swap_weight: λ_swap, weight of the swapped-texts choice in the closure loss (0 off).
+            borrowed_weight: λ_borrowed, weight of the borrowed-texts choice (0 off).
             compare_options: let the scorer compare panel options patch by patch where they
                 differ (needs a ViT image tower; off: pooled embeddings only, for ablation).
         """
@@ -175,16 +181,12 @@ class ComicsCLIP(BaseSystem):
             losses["closure"] = F.cross_entropy(logits, labels)
             losses["closure_accuracy"] = (logits.argmax(1) == labels).float().mean().detach()
             closure = losses["closure"]
-            swap = (
-                self._swap_logits(batch, images, text_emb, stage)
-                if self.hparams.swap_weight > 0
-                else None
-            )
-            if swap is not None:
-                logits, labels = swap
-                losses["closure_swap"] = F.cross_entropy(logits, labels)
-                losses["swap_accuracy"] = (logits.argmax(1) == labels).float().mean().detach()
-                closure = closure + self.hparams.swap_weight * losses["closure_swap"]
+            for name, (logits, labels) in self._lettering_logits(
+                batch, images, text_emb, stage
+            ).items():
+                losses[f"closure_{name}"] = F.cross_entropy(logits, labels)
+                losses[f"{name}_accuracy"] = (logits.argmax(1) == labels).float().mean().detach()
+                closure = closure + self.hparams[f"{name}_weight"] * losses[f"closure_{name}"]
             loss = loss + self.hparams.closure_weight * closure
         losses["loss"] = loss
         losses["logit_scale"] = self.logit_scale().detach()
@@ -266,44 +268,72 @@ class ComicsCLIP(BaseSystem):
         )
         return logits, labels
 
-    def _swap_logits(
+    def _lettering_logits(
         self, batch: dict, images: Tensor, texts: Tensor, stage: str
-    ) -> tuple[Tensor, Tensor] | None:
-        """The true masked panel against its swapped-texts copy, in the window's context."""
-        if "swap_pair" not in batch or not batch["has_swap"].any():
-            return None
-        keep = batch["has_swap"].to(images.device).nonzero().flatten()
-        size, length, _ = images.shape
-        target = batch["target"].to(images.device)[keep]
-        pair = batch["swap_pair"].to(images.device)[keep]
-        options, patches = self.encode_options(pair)
-        positions = torch.arange(length, device=images.device).expand(len(keep), -1)
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per lettering choice (``swap``, ``borrowed``): the true masked panel against its
+        re-lettered copies in the window's context, as (logits, labels)."""
+        weights = {name: self.hparams[f"{name}_weight"] for name in LETTERING}
+        if "lettered" not in batch or not any(weights.values()):
+            return {}
+        valid = {
+            name: batch[f"has_{name}"].to(images.device) & (weights[name] > 0) for name in LETTERING
+        }
+        rows = (valid["swap"] | valid["borrowed"]).nonzero().flatten()
+        if not len(rows):
+            return {}
+        options, patches = self.encode_options(batch["lettered"].to(images.device)[rows])
+        target = batch["target"].to(images.device)
+        found = {}
+        for name, columns in LETTERING.items():
+            keep = valid[name][rows].nonzero().flatten()
+            if not len(keep):
+                continue
+            count = len(columns)
+            if stage == "train":
+                order = torch.stack([torch.randperm(count) for _ in range(len(keep))])
+            else:  # fixed orders, so validation is comparable across epochs
+                order = torch.stack([torch.arange(count).roll(i) for i in range(len(keep))])
+            order = torch.tensor(columns)[order].to(images.device)
+            chosen = options[keep][torch.arange(len(keep))[:, None], order]
+            chosen_patches = (
+                None if patches is None else patches[keep][torch.arange(len(keep))[:, None], order]
+            )
+            logits = self._score_in_context(
+                images, texts, rows[keep], target[rows[keep]], stage, chosen, chosen_patches
+            )
+            found[name] = (logits, (order == 0).float().argmax(dim=1))
+        return found
+
+    def _score_in_context(
+        self,
+        images: Tensor,
+        texts: Tensor,
+        rows: Tensor,
+        target: Tensor,
+        stage: str,
+        options: Tensor,
+        patches: Tensor | None,
+    ) -> Tensor:
+        """Panel options scored at each row's masked position among its window's other panels
+        (their texts hidden in 30 % of training steps, as ComicsPAP gives none)."""
+        length = images.shape[1]
+        positions = torch.arange(length, device=images.device).expand(len(rows), -1)
         context_mask = positions != target[:, None]
-        context_positions = positions[context_mask].view(len(keep), length - 1)
-        context_images = images[keep][context_mask].view(len(keep), length - 1, -1)
-        context_texts = texts[keep][context_mask].view(len(keep), length - 1, -1)
+        context_texts = texts[rows][context_mask].view(len(rows), length - 1, -1)
         if stage == "train" and torch.rand(()).item() < 0.3:
             context_texts = torch.zeros_like(context_texts)
-        if stage == "train":
-            flip = torch.rand(len(keep), device=images.device) < 0.5
-        else:  # a fixed half swapped, so validation is comparable across epochs
-            flip = torch.arange(len(keep), device=images.device) % 2 == 1
-        options = torch.where(flip[:, None, None], options.flip(1), options)
-        if patches is not None:
-            patches = torch.where(flip[:, None, None, None], patches.flip(1), patches)
-        hint_mask = torch.rand(len(keep), device=images.device) < self.hparams.hint_prob
-        logits = self.scorer(
-            context_images,
+        return self.scorer(
+            images[rows][context_mask].view(len(rows), length - 1, -1),
             context_texts,
-            context_positions,
+            positions[context_mask].view(len(rows), length - 1),
             options,
             IMAGE,
             target,
-            texts[keep, target],
-            hint_mask,
+            texts[rows, target],
+            torch.rand(len(rows), device=images.device) < self.hparams.hint_prob,
             patches,
         )
-        return logits, flip.long()
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -98,6 +98,19 @@ def test_comicspap_records(sample_root: Path) -> None:
         difference = np.abs(read_crop(right).astype(int) - read_crop(wrong).astype(int)).max(axis=2)
         rows = np.nonzero(difference.max(axis=1) > 60)[0]
         assert rows.size and rows.max() < 30  # balloons sit in the panel's top 30 pixels
+    # text closure as released: the answer panel and two copies lettered with other panels' texts
+    closure = read_comicspap(sample_root, "text_closure")
+    assert closure and {i.chance for i in closure} == {1 / 3}
+    for instance in closure[:3]:
+        right = Path(instance.options[instance.answer])
+        for k, option in enumerate(instance.options):
+            if k == instance.answer:
+                continue
+            wrong = Path(option)
+            assert wrong.name.startswith(right.stem + "_lettered_as_")
+            difference = np.abs(read_crop(right).astype(int) - read_crop(wrong).astype(int))
+            rows = np.nonzero(difference.max(axis=2).max(axis=1) > 60)[0]
+            assert rows.size and rows.max() < 30
 
 
 def _copy(sample_root: Path, tmp_path: Path) -> Path:

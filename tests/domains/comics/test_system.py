@@ -10,7 +10,7 @@ from domainvlm.core.checkpoint import load_system
 from domainvlm.core.datamodule import collate
 from domainvlm.domains.comics.closure_data import ClosureInstance
 from domainvlm.domains.comics.comics_folds import read_fold
-from domainvlm.domains.comics.datamodule import ComicsDataModule, swap_regions
+from domainvlm.domains.comics.datamodule import ComicsDataModule, letter_as, swap_regions
 from domainvlm.domains.comics.pages import Panel, TextBox
 from domainvlm.domains.comics.system import ComicsCLIP
 
@@ -23,11 +23,13 @@ def test_batch_and_losses(sample_root: Path) -> None:
     assert item["panels"].shape == (4, 3, 48, 48) and item["negatives"].shape == (2, 3, 48, 48)
     assert item["characters"].shape == (2, 3, 48, 48) and (item["character_ids"] >= 0).all()
     assert len(item["texts"]) == 4 and all(item["texts"])
-    assert item["swap_pair"].shape == (2, 3, 48, 48) and item["has_swap"]
-    assert not torch.equal(item["swap_pair"][0], item["swap_pair"][1])
+    # the true panel, its swapped-texts copy and two copies lettered with the negatives' texts
+    lettered = item["lettered"]
+    assert lettered.shape == (4, 3, 48, 48) and item["has_swap"] and item["has_borrowed"]
+    assert all(not torch.equal(lettered[0], lettered[k]) for k in (1, 2, 3))
     system = ComicsCLIP()
     losses = system.compute_losses(collate([dataset[i] for i in range(4)]), "train")
-    assert {"clip", "character", "closure", "closure_swap", "loss"} <= set(losses)
+    assert {"clip", "character", "closure", "closure_swap", "closure_borrowed"} <= set(losses)
     assert torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert system.scorer.head.weight.grad is not None
@@ -124,3 +126,24 @@ def test_swapped_texts_trade_places_and_nothing_else() -> None:
     assert (swapped[outside] == pixels[outside]).all()
     panel.texts[1].text = "Hello, Bo!"  # the same words twice: nothing to swap
     assert swap_regions(pixels, panel) is None
+
+
+def test_borrowed_texts_fill_every_text_box_and_nothing_else() -> None:
+    pixels = np.full((40, 60, 3), 50, np.uint8)
+    panel = Panel(
+        (0, 0, 60, 40),
+        texts=[TextBox((4, 5, 20, 10), "Hello, Bo!"), TextBox((30, 5, 50, 15), "Hi Ada.")],
+    )
+    donor_pixels = np.zeros((20, 30, 3), np.uint8)
+    donor_pixels[2:6, 2:10] = 220  # the donor's only text: a bright block
+    donor = Panel((100, 100, 130, 120), texts=[TextBox((102, 102, 110, 106), "Good night.")])
+    lettered = letter_as(pixels, panel, donor_pixels, donor)
+    # the one donor text fills both boxes (repeated), resized into each; the rest is untouched
+    assert lettered is not None
+    assert (lettered[5:10, 4:20] == 220).all() and (lettered[5:15, 30:50] == 220).all()
+    outside = np.ones((40, 60), bool)
+    outside[5:10, 4:20] = outside[5:15, 30:50] = False
+    assert (lettered[outside] == 50).all()
+    # the same words, or a donor without text, give nothing to letter
+    assert letter_as(pixels, panel, pixels, panel) is None
+    assert letter_as(pixels, panel, donor_pixels, Panel((100, 100, 130, 120))) is None
