@@ -11,11 +11,15 @@ layer.
 Panel options may also bring their patch tokens. The scorer then compares the options with each
 other, as a reader does when the options are one panel re-lettered (character coherence, the
 release's text closure): it pools each option's patch tokens where the options differ and adds what
-sets that option apart to its token. Pooled panel embeddings alone cannot see such a change: a
-panel and its copy with two balloons' texts swapped embed to cosine 0.9999.
+sets that option apart to its token, in proportion to how local the differences are. Pooled panel
+embeddings alone cannot see such a change: a panel and its copy with two balloons' texts swapped
+embed to cosine 0.9999. Different panels differ everywhere; their pooled embeddings already tell
+them apart, and the comparison stays out of the way.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +109,8 @@ class ClosureScorer(nn.Module):
         option_tokens = own(options) + self.kinds[option_kind] + self.target
         option_tokens = option_tokens + self.positions[target_position][:, None]
         if option_patches is not None and self.focus is not None:
-            option_tokens = option_tokens + self.focus(option_focus(option_patches))
+            focus, locality = option_focus(option_patches)
+            option_tokens = option_tokens + locality[:, None, None] * self.focus(focus)
         if hint is not None:
             extra = other(hint)
             if hint_mask is not None:
@@ -123,20 +128,25 @@ class ClosureScorer(nn.Module):
         return self.head(out).reshape(batch, count)
 
 
-def option_focus(option_patches: Tensor) -> Tensor:
-    """``[B, M, P]``: each option's patch tokens pooled where the options differ, minus their mean
-    over the options.
+def option_focus(option_patches: Tensor) -> tuple[Tensor, Tensor]:
+    """``([B, M, P], [B])``: each option's patch tokens pooled where the options differ, minus
+    their mean over the options; and how local the differences are.
 
     A patch weighs by how far the options' tokens there lie from their mean, so the pooled feature
     of two copies of a panel that differ only in their balloons describes the balloons (and what
     the tower's attention mixed into them), and subtracting the mean leaves what sets each option
-    apart. Options that differ everywhere weigh all patches alike. Identical options give zeros.
+    apart. Identical options give zeros. Locality is 1 minus the weights' entropy over its
+    maximum, log N: 1 when one patch differs, 0 when all differ alike (on the demo sample, after
+    training: 0.05-0.29 for a panel and its re-lettered copies, at most 0.013 for different panels).
     """
     residual = option_patches - option_patches.mean(1, keepdim=True)
     spread = residual.norm(dim=-1).mean(1)  # [B, N]
     weights = spread / spread.sum(-1, keepdim=True).clamp_min(1e-12)
     pooled = torch.einsum("bn,bmnp->bmp", weights, option_patches)
-    return pooled - pooled.mean(1, keepdim=True)
+    count = option_patches.shape[2]
+    entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1)
+    locality = (1 - entropy / math.log(count)) if count > 1 else torch.ones_like(entropy)
+    return pooled - pooled.mean(1, keepdim=True), locality
 
 
 def supervised_contrastive_loss(

@@ -60,15 +60,24 @@ def test_option_focus_pools_where_options_differ() -> None:
     base = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
     swapped = base.clone()
     swapped[2] += torch.tensor([2.0, -1.0, 0.5])
-    focus = option_focus(torch.stack([base, swapped])[None])
-    # all weight on patch 2; each option keeps what sets it apart from the other
+    focus, locality = option_focus(torch.stack([base, swapped])[None])
+    # all weight on patch 2 (locality 1); each option keeps what sets it apart from the other
     half = (base[2] - swapped[2]) / 2
     assert torch.allclose(focus[0], torch.stack([half, -half]), atol=1e-6)
+    assert torch.allclose(locality, torch.tensor([1.0]))
     # a third identical option shifts the weights nowhere else, and identical options give zeros
-    three = option_focus(torch.stack([base, swapped, base])[None])[0]
+    three = option_focus(torch.stack([base, swapped, base])[None])[0][0]
     mean = (2 * base[2] + swapped[2]) / 3
     assert torch.allclose(three, torch.stack([base[2], swapped[2], base[2]]) - mean, atol=1e-6)
-    assert option_focus(torch.stack([base, base])[None]).abs().max() == 0
+    assert option_focus(torch.stack([base, base])[None])[0].abs().max() == 0
+    # two patches differing alike: locality 1 - log 2 / log 4 = 0.5; every patch alike: 0
+    two = swapped.clone()
+    two[0] += torch.tensor([2.0, -1.0, 0.5])
+    assert torch.allclose(option_focus(torch.stack([base, two])[None])[1], torch.tensor([0.5]))
+    everywhere = base + torch.tensor([2.0, -1.0, 0.5])
+    assert torch.allclose(
+        option_focus(torch.stack([base, everywhere])[None])[1], torch.tensor([0.0]), atol=1e-6
+    )
 
 
 def test_scorer_compares_panel_options_by_their_patches() -> None:
