@@ -17,13 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from surgical_ablation import DVLM, timed
+from seed_runs import DVLM, add_arguments, mean_std, run_seeds, timed
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "comics"
 ARMS = {
@@ -88,66 +84,26 @@ def summarise(rows: list[dict]) -> dict:
         tasks = runs[0]["accuracy"]
         summary[arm] = {
             task: {
-                "accuracy": [
-                    round(statistics.mean(r["accuracy"][task] for r in runs), 1),
-                    round(statistics.stdev(r["accuracy"][task] for r in runs), 1)
-                    if len(runs) > 1
-                    else 0.0,
-                ],
+                "accuracy": mean_std([r["accuracy"][task] for r in runs]),
                 "random": runs[0]["random"][task],
             }
             for task in tasks
         }
-        summary[arm]["fit_cpu_s"] = round(statistics.mean(r["fit_cpu_s"] for r in runs), 1)
+        summary[arm]["fit_cpu_s"] = mean_std([r["fit_cpu_s"] for r in runs])
     return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/comics/closure_bench"))
-    parser.add_argument("--size", default="demo", help="sample size (small, demo)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=["compare"], choices=list(ARMS))
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once")
-    parser.add_argument(
-        "--collect", action="store_true", help="only summarise the finished runs under --out"
-    )
+    add_arguments(parser, "runs/comics/closure_bench", list(ARMS))
     args = parser.parse_args()
-    if args.collect:
-        rows = [json.loads(path.read_text()) for path in sorted(args.out.glob("*/result.json"))]
-        print(
-            json.dumps({"bench": "comics_closure", "runs": len(rows), "summary": summarise(rows)})
-        )
-        return
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    sample = args.out / "sample"
-    if not (sample / "README.txt").is_file():
-        command = [*DVLM, "sample-data", "comics", "--out", str(sample), "--size", args.size]
-        timed(command, args.out / "sample_log.txt")
-    load_before = os.getloadavg()
-    begin = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: run(*job, sample, args.out, threads), jobs))
-    for row in rows:
-        print(json.dumps({"bench": "comics_closure", **row}))
-    print(
-        json.dumps(
-            {
-                "bench": "comics_closure",
-                "summary": summarise(rows),
-                "size": args.size,
-                "wall_s": round(time.perf_counter() - begin, 1),
-                "load_average_before_after": [
-                    round(load_before[0], 1),
-                    round(os.getloadavg()[0], 1),
-                ],
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                f"{platform.python_version()}",
-            }
-        )
+    run_seeds(
+        "comics_closure",
+        "comics",
+        args,
+        lambda arm, seed, sample: run(arm, seed, sample, args.out, threads),
+        summarise,
     )
 
 

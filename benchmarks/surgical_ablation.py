@@ -17,16 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from seed_runs import DVLM, add_arguments, mean_std, run_seeds, timed
+
 CONFIGS = Path(__file__).parents[1] / "configs" / "surgical"
-DVLM = [str(Path(sys.executable).with_name("domainvlm"))]
 ARMS = {
     "clip": [],
     "phase": [
@@ -38,17 +33,6 @@ ARMS = {
 }  # fmt: skip
 """Arm → the arguments after ``--config tiny.yaml``."""
 METRICS = ("accuracy", "macro_f1", "text_to_clip_r5", "mean_recall")
-
-
-def timed(command: list[str], log: Path) -> tuple[float, float]:
-    """Run ``command`` (output to ``log``); wall and CPU seconds, its waited-for workers included."""
-    begin = time.perf_counter()
-    with log.open("a") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed; see {log}")
-    return time.perf_counter() - begin, usage.ru_utime + usage.ru_stime
 
 
 def run(arm: str, seed: int, sample: Path, out: Path, epochs: int) -> dict:
@@ -95,64 +79,23 @@ def summarise(rows: list[dict]) -> dict:
         if not runs:
             continue
         summary[arm] = {
-            metric: [
-                round(statistics.mean(r[metric] for r in runs), 1),
-                round(statistics.stdev(r[metric] for r in runs), 1) if len(runs) > 1 else 0.0,
-            ]
-            for metric in (*METRICS, "fit_cpu_s")
+            metric: mean_std([r[metric] for r in runs]) for metric in (*METRICS, "fit_cpu_s")
         }
     return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/surgical/ablation"))
-    parser.add_argument("--size", default="demo", help="sample size (small, demo)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    add_arguments(parser, "runs/surgical/ablation", list(ARMS))
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once")
-    parser.add_argument(
-        "--collect", action="store_true", help="only summarise the finished runs under --out"
-    )
     args = parser.parse_args()
-    if args.collect:
-        rows = [json.loads(path.read_text()) for path in sorted(args.out.glob("*/result.json"))]
-        print(
-            json.dumps(
-                {"bench": "surgical_ablation", "runs": len(rows), "summary": summarise(rows)}
-            )
-        )
-        return
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    sample = args.out / "sample"
-    if not (sample / "README.txt").is_file():
-        command = [*DVLM, "sample-data", "surgical", "--out", str(sample), "--size", args.size]
-        timed(command, args.out / "sample_log.txt")
-    load_before = os.getloadavg()
-    begin = time.perf_counter()
-    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: run(job[0], job[1], sample, args.out, args.epochs), jobs))
-    for row in rows:
-        print(json.dumps({"bench": "surgical_ablation", **row}))
-    print(
-        json.dumps(
-            {
-                "bench": "surgical_ablation",
-                "summary": summarise(rows),
-                "epochs": args.epochs,
-                "size": args.size,
-                "wall_s": round(time.perf_counter() - begin, 1),
-                "load_average_before_after": [
-                    round(load_before[0], 1),
-                    round(os.getloadavg()[0], 1),
-                ],
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                f"{platform.python_version()}",
-            }
-        )
+    run_seeds(
+        "surgical_ablation",
+        "surgical",
+        args,
+        lambda arm, seed, sample: run(arm, seed, sample, args.out, args.epochs),
+        summarise,
+        epochs=args.epochs,
     )
 
 

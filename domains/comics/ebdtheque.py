@@ -42,6 +42,7 @@ from domainvlm.domains.comics.pages import (
     TextBox,
     assemble_panels,
     check_box,
+    parse_xml,
     reading_order,
 )
 from PIL import Image
@@ -118,21 +119,9 @@ def _local(tag: object) -> str:
     return str(tag).rpartition("}")[2]
 
 
-def _parse(path: Path) -> ET.Element:
-    try:
-        return ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        line, column = exc.position
-        raise ComicsDataError(
-            path, f"malformed XML at line {line}, column {column}: {exc}"
-        ) from exc
-    except OSError as exc:
-        raise ComicsDataError(path, f"cannot read: {exc}") from exc
-
-
 def read_page(svg: Path, image: Path, index: int, direction: Direction) -> Page:
     """One page: its SVG's regions checked against the page size and gathered into panels."""
-    document = _parse(svg)
+    document = parse_xml(svg)
     width, height = _page_size(svg, document, image)
     frames: list[tuple[Box, str, str | None]] = []
     texts, people, balloons = [], [], []

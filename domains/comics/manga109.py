@@ -26,6 +26,7 @@ from domainvlm.domains.comics.pages import (
     TextBox,
     assemble_panels,
     check_box,
+    parse_xml,
 )
 
 BOX_TAGS = ("frame", "text", "face", "body")
@@ -43,18 +44,6 @@ def read_titles(root: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ComicsDataError(path, f"cannot read the book list: {exc}") from exc
     return [title for title in titles if title]
-
-
-def parse_xml(path: Path) -> ET.Element:
-    try:
-        return ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        line, column = exc.position
-        raise ComicsDataError(
-            path, f"malformed XML at line {line}, column {column}: {exc}"
-        ) from exc
-    except OSError as exc:
-        raise ComicsDataError(path, f"cannot read: {exc}") from exc
 
 
 def read_manga109(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,19 @@ character crop is addressable as one string by ``eval``, ``zeroshot`` and knowle
 
 class ComicsDataError(FileError):
     """An annotation, page image or fold file that is missing or breaks its format."""
+
+
+def parse_xml(path: Path) -> ET.Element:
+    """The root of an XML annotation file; malformed XML names the file, line and column."""
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise ComicsDataError(
+            path, f"malformed XML at line {line}, column {column}: {exc}"
+        ) from exc
+    except OSError as exc:
+        raise ComicsDataError(path, f"cannot read: {exc}") from exc
 
 
 class SkippedPageWarning(UserWarning):
