@@ -42,6 +42,7 @@ from domainvlm.core.registry import (
     DomainPlugin,
     RetrievalData,
     ZeroShotData,
+    broken_domains,
     get_domain,
     load_domains,
 )
@@ -248,7 +249,11 @@ def resolve_domain(name: str | None, system_module: str | None) -> DomainPlugin 
             matches.append((len(package), entry))
     if not matches:
         return None
-    plugin = max(matches, key=lambda match: match[0])[1].load()
+    entry = max(matches, key=lambda match: match[0])[1]
+    broken = broken_domains().get(entry.name)
+    if broken is not None:
+        raise broken.load_error()
+    plugin = entry.load()
     return load_domains().get(plugin.name, plugin)
 
 

@@ -114,3 +114,12 @@ def test_an_entry_point_naming_no_domain_plugin_is_left_out_the_same_way(
         ]
     finally:
         load_domains.cache_clear()
+
+
+def test_eval_finding_the_domain_of_a_broken_plugins_checkpoint_names_the_plugin(broken) -> None:
+    from domainvlm.core.commands.evaluate import resolve_domain
+
+    # a checkpoint whose system class lives in the broken package: eval without --domain
+    with pytest.raises(PluginLoadError, match="needs libfrobnicate 2") as raised:
+        resolve_domain(None, "broken_domain_module")
+    assert isinstance(raised.value.__cause__, RuntimeError)
