@@ -82,6 +82,24 @@ def register_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, 
     return load_domains()[name]
 
 
+def command_domain(name: str, commands: dict[str, Any]) -> Any:
+    """A minimal ``DomainPlugin`` named ``name`` with the given ``DomainCommand``s, for tests of
+    plugin discovery and per-domain commands."""
+    from domainvlm.core.registry import DomainPlugin
+
+    return DomainPlugin(
+        name=name,
+        description=f"the {name} test domain",
+        modalities=("text",),
+        input_format="none",
+        channels="none",
+        data_licence="none",
+        configs_dir=Path("/nonexistent"),
+        write_sample=lambda out_dir, size="small", seed=0: Path(out_dir),
+        commands=commands,
+    )
+
+
 def install_entry_point(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, target: str
 ) -> None:

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from domainvlm.core.registry import (
     DomainCommand,
-    DomainPlugin,
     PluginLoadError,
     broken_domains,
     get_domain,
     load_domains,
 )
 
-from tests.helpers import install_entry_point, register_plugin, run_cli
+from tests.helpers import command_domain, install_entry_point, register_plugin, run_cli
 
 WARNING = (
     "domainvlm: warning: domain plugin 'broken' is left out, its entry point "
@@ -33,17 +32,7 @@ def _echo(args: argparse.Namespace) -> int:
     return 0
 
 
-HEALTHY = DomainPlugin(
-    name="healthy",
-    description="a test domain that loads",
-    modalities=("text",),
-    input_format="none",
-    channels="none",
-    data_licence="none",
-    configs_dir=Path("/nonexistent"),
-    write_sample=lambda out_dir, size="small", seed=0: Path(out_dir),
-    commands={"echo": DomainCommand("echo a word", _echo_arguments, _echo)},
-)
+HEALTHY = command_domain("healthy", {"echo": DomainCommand("echo a word", _echo_arguments, _echo)})
 NOT_A_PLUGIN = {"name": "dict"}
 
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from domainvlm.core.registry import DomainCommand, DomainPlugin
+from domainvlm.core.registry import DomainCommand
 
-from tests.helpers import register_plugin, run_cli
+from tests.helpers import command_domain, register_plugin, run_cli
 
 PROBE = """
 import sys
@@ -50,29 +50,15 @@ def _count(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plugin(name: str, commands: dict[str, DomainCommand]) -> DomainPlugin:
-    return DomainPlugin(
-        name=name,
-        description=f"the {name} test domain",
-        modalities=("text",),
-        input_format="none",
-        channels="none",
-        data_licence="none",
-        configs_dir=Path("/nonexistent"),
-        write_sample=lambda out_dir, size="small", seed=0: Path(out_dir),
-        commands=commands,
-    )
-
-
-GREETER = _plugin(
+GREETER = command_domain(
     "greeter",
     {
         "hello": DomainCommand("say hello", _hello_arguments, _hello),
         "count": DomainCommand("count up", _count_arguments, _count, description="Counts to N."),
     },
 )
-SILENT = _plugin("silent", {})
-SHADOW = _plugin("kb", {"hello": DomainCommand("never reachable", _hello_arguments, _hello)})
+SILENT = command_domain("silent", {})
+SHADOW = command_domain("kb", {"hello": DomainCommand("never reachable", _hello_arguments, _hello)})
 
 
 @pytest.fixture
