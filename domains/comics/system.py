@@ -66,8 +66,8 @@ class ComicsCLIP(BaseSystem):
         text_option_prob: float = 0.35,
         order_option_prob: float = 0.15,
         hint_prob: float = 0.25,
-        swap_weight: float = 0.5,
-        borrowed_weight: float = 0.5,
+        swap_weight: float = 1.0,
+        borrowed_weight: float = 1.0,
         compare_options: bool = True,
         **kwargs: Any,
     ) -> None:
