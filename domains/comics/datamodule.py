@@ -8,8 +8,8 @@ than the true one, so only who is in a panel tells them apart); the true panel b
 re-lettered from the text boxes the formats annotate, so their lettering is the only difference:
 one whose first and last text regions (in reading order) trade pixels (who says what: character
 coherence, as ComicsPAP builds it) and two whose text regions show other panels' texts (what is
-said: text closure, as ComicsPAP builds it); and character crops with their identities. Panels are squashed to a square before resizing, so wide and tall panels keep every
-character in view.
+said: text closure, as ComicsPAP builds it); and character crops with their identities. Panels
+are squashed to a square before resizing, so wide and tall panels keep every character in view.
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ class PanelSequenceDataset(Dataset):
         return torch.stack(crops), torch.tensor(ids, dtype=torch.long)
 
 
-Box = tuple[int, int, int, int]
+PixelBox = tuple[int, int, int, int]
+"""Integer corners inside a panel crop (``pages.Box`` is float corners on the page)."""
 
 
 def swap_regions(pixels: np.ndarray, panel: Panel) -> np.ndarray | None:
@@ -239,7 +240,7 @@ def letter_as(
     return _pasted(pixels, boxes, [regions[i % len(regions)] for i in range(len(boxes))])
 
 
-def _text_boxes(pixels: np.ndarray, panel: Panel, texts: list) -> list[Box] | None:
+def _text_boxes(pixels: np.ndarray, panel: Panel, texts: list) -> list[PixelBox] | None:
     """The texts' boxes in the panel crop's pixels, clipped to it; None when one is under 2 px."""
     px, py = panel.box[:2]
     height, width = pixels.shape[:2]
@@ -254,7 +255,7 @@ def _text_boxes(pixels: np.ndarray, panel: Panel, texts: list) -> list[Box] | No
     return boxes
 
 
-def _pasted(pixels: np.ndarray, boxes: list[Box], regions: list[np.ndarray]) -> np.ndarray:
+def _pasted(pixels: np.ndarray, boxes: list[PixelBox], regions: list[np.ndarray]) -> np.ndarray:
     """A copy of ``pixels`` with each region resized into its box (regions are read first)."""
     regions = [region.copy() for region in regions]
     out = pixels[:, :, :3].copy()
